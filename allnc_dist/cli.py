@@ -1,0 +1,107 @@
+"""The `allnc` command line.
+
+    allnc train   --config jobs/configs/digits_lt.yaml [--run-dir DIR] [--resume] [a.b=value ...]
+    allnc compare --config jobs/configs/digits_lt.yaml --methods allnc,ce [--out DIR] [a.b=value ...]
+    allnc check   --config FILE [a.b=value ...]     # validate and print the resolved config
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, RunConfig, config_from_dict, deep_merge, load_config, load_raw, parse_overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allnc", description="Long-tailed training with All-around Neural Collapse.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one run in this process (CPU or one GPU)")
+    train.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    train.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    train.add_argument("overrides", nargs="*", help="config overrides, section.field=value")
+
+    compare = sub.add_parser("compare", help="train several methods and print them side by side")
+    compare.add_argument("--config", type=Path)
+    compare.add_argument("--methods", default="allnc,ce", help="comma-separated method presets")
+    compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-<time>)")
+    compare.add_argument("overrides", nargs="*")
+
+    check = sub.add_parser("check", help="validate a config and print it resolved")
+    check.add_argument("--config", type=Path)
+    check.add_argument("overrides", nargs="*")
+    return parser
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def resolve_resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+    """A resumed run keeps the config it was started with; overrides given now apply on top."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume: {run_dir} holds no config.yaml; is it a run directory?")
+    return config_from_dict(deep_merge(yaml.safe_load(saved.read_text()), parse_overrides(overrides)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.local import LocalTrainer  # noqa: PLC0415 (torch import after the config is known good)
+
+    if args.resume:
+        if args.run_dir is None:
+            raise ConfigError("--resume needs --run-dir, the run to continue")
+        cfg = resolve_resume_config(args.run_dir, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / f"{cfg.name}-{_timestamp()}"
+    result = LocalTrainer(cfg, run_dir).fit(resume=args.resume)
+    from .compare import results_table  # noqa: PLC0415
+
+    print(results_table({cfg.method.preset: result.report}))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import TABLE_NOTE, method_configs, plot_geometry, results_table, run_methods  # noqa: PLC0415
+
+    base = load_raw(args.config, args.overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    method_configs(base, methods)  # fail on a bad config before any work
+    out = args.out or Path("runs") / f"compare-{_timestamp()}"
+    results = run_methods(base, methods, out)
+    first = next(iter(results.values()))
+    plots = plot_geometry(results, first.report["class_counts"], out)
+    table = results_table({name: r.report for name, r in results.items()})
+    (out / "results.md").write_text(table + "\n\n" + TABLE_NOTE + "\n")
+    print(table)
+    print(TABLE_NOTE)
+    print(f"runs and plots: {out} ({', '.join(p.name for p in plots)})")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"train": cmd_train, "compare": cmd_compare, "check": cmd_check}
+    try:
+        return commands[args.command](args)
+    except ConfigError as err:
+        print(f"allnc: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

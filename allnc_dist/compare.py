@@ -1,0 +1,72 @@
+"""Train several methods on one base config and set them side by side: a results table and the
+cosine heatmaps of their classifier vectors and class means."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tabulate import tabulate
+
+from .config import RunConfig, config_from_dict, deep_merge
+from .data import build_data
+from .engine.local import LocalTrainer, TrainResult
+from .metrics import plot_cosine_heatmaps
+
+# Columns of the results table: (header, metric key, format).
+TABLE_COLUMNS = [
+    ("overall %", "acc_top1", ".1f"),
+    ("many %", "acc_many", ".1f"),
+    ("medium %", "acc_medium", ".1f"),
+    ("few %", "acc_few", ".1f"),
+    ("NC1", "nc1", ".3f"),
+    ("NC2 means", "nc2_means_maxangle", ".3f"),
+    ("NC2 classifier", "nc2_classifier_maxangle", ".3f"),
+    ("NC3", "nc3", ".3f"),
+    ("few cos W", "few_cos_classifier", ".3f"),
+    ("few cos means", "few_cos_means", ".3f"),
+]
+
+TABLE_NOTE = (
+    "NC2 = mean |cos + 1/(K-1)| (max-angle) of the centred vectors; few cos = mean pairwise cosine of the Few "
+    "classes (minority collapse: near 1 is collapsed, -1/(K-1) is ideal). Lower NC1/NC2/NC3 is closer to collapse."
+)
+
+
+def results_table(reports: dict[str, dict], fmt: str = "github") -> str:
+    rows = [[name] + [format(r["metrics"].get(key, float("nan")), f) for _, key, f in TABLE_COLUMNS]
+            for name, r in reports.items()]
+    return tabulate(rows, headers=["method"] + [h for h, _, _ in TABLE_COLUMNS], tablefmt=fmt)
+
+
+def method_configs(base: dict, methods: Sequence[str]) -> dict[str, RunConfig]:
+    """One validated config per method preset. `base` is the raw (unvalidated) config, so each preset
+    fills in its own fields and only what the user wrote explicitly carries over to every method."""
+    return {
+        preset: config_from_dict(deep_merge(base, {"name": preset, "method": {"preset": preset}}))
+        for preset in methods
+    }
+
+
+def run_methods(base: dict, methods: Sequence[str], out_dir: str | Path) -> dict[str, TrainResult]:
+    """Train each method preset in its own run directory under `out_dir`, on one shared dataset.
+    Every config is validated before the first run starts."""
+    configs = method_configs(base, methods)
+    data = build_data(next(iter(configs.values())).data)
+    return {preset: LocalTrainer(cfg, Path(out_dir) / preset, data=data).fit() for preset, cfg in configs.items()}
+
+
+def plot_geometry(results: dict[str, TrainResult], class_counts: Sequence[int], out_dir: str | Path) -> list[Path]:
+    """Cosine heatmaps of the classifier vectors and of the class means, one panel per method,
+    classes ordered by training count (head first)."""
+    order = torch.argsort(torch.as_tensor(class_counts), descending=True, stable=True)
+    order_note = "class, sorted by training count (head \u2192 tail)"
+    paths = []
+    for kind, attr in (("classifier", "classifier"), ("class_means", "class_means")):
+        path = Path(out_dir) / f"heatmap_{kind}.png"
+        panels = {name: getattr(r.evaluation, attr)[order] for name, r in results.items()}
+        title = "Cosines of the centred classifier vectors" if kind == "classifier" else "Cosines of the centred class means"
+        plot_cosine_heatmaps(panels, path, title=title, class_order=order_note)
+        paths.append(path)
+    return paths

@@ -1,0 +1,320 @@
+"""Typed, validated run configuration.
+
+One `RunConfig` holds everything a run needs, grouped the way the data flows: data, model, method,
+optimisation, distributed, tracking, plus the run loop itself (`train`). Configs come from YAML files
+with `a.b=value` overrides on top; any wrong key, type or value fails here, before any work starts,
+with a message naming the field (`ConfigError`).
+
+Every knob of the method (docs/method.md) is a field with its documented default. `method.preset`
+fills in the fields that make up a named method (AllNC or a baseline); fields given explicitly win.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of `base` with `override` merged in, recursively; values of `override` win."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names every offending field."""
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------------------------- data
+class DataConfig(Section):
+    name: Literal["digits_lt", "synthetic_lt", "cifar10_lt", "cifar100_lt"] = "digits_lt"
+    root: str | None = Field(None, description="Folder holding cifar-10-batches-py / cifar-100-python.")
+    imbalance_ratio: float = Field(100.0, ge=1.0, description="n_max / n_min of the exponential profile.")
+    # digits-LT: images per class held out for the balanced test split.
+    test_per_class: int = Field(50, ge=1)
+    # synthetic-LT shape (ImageNet-LT: num_classes=1000, max_per_class=1280, imbalance_ratio=256).
+    num_classes: int = Field(10, ge=2)
+    max_per_class: int = Field(500, ge=1)
+    image_size: int = Field(32, ge=4)
+    channels: int = Field(3, ge=1)
+    synthetic_test_per_class: int = Field(20, ge=1)
+    augment: Literal["none", "shift", "cifar"] = "none"
+    batch_size: int = Field(128, ge=1)
+    loader_workers: int = Field(0, ge=0)
+    seed: int = 0
+
+
+# -------------------------------------------------------------------------------------------- model
+class ModelConfig(Section):
+    arch: Literal["small_cnn", "resnet32", "resnet50", "resnext50"] = "small_cnn"
+    norm: Literal["batch", "group", "none"] = Field(
+        "batch", description="Normalisation layers (small_cnn, resnet32); 'none' gives a BN-free model."
+    )
+    width: int = Field(32, ge=1, description="Base channel width of small_cnn.")
+
+
+# ------------------------------------------------------------------------------------------- method
+class ClassMeansConfig(Section):
+    beta: float = Field(0.9, ge=0.0, lt=1.0, description="EMA factor of the global class means.")
+    sync: Literal["auto", "all_reduce", "all_gather"] = Field(
+        "auto", description="How per-class sums cross workers; auto picks the smaller payload."
+    )
+
+
+class HyConConfig(Section):
+    weight: float = Field(1.0, ge=0.0, description="lambda_h")
+    tau: float = Field(0.1, gt=0.0)
+    negatives: Literal["global", "local", "prototypes"] = Field(
+        "global",
+        description="Sample set of each anchor: the all-gathered global batch, or prototypes only (pure "
+        "two-view form), both exact across workers (W x B == 1 x WB); or the local batch, which needs no "
+        "all-gather but is only approximately equivalent.",
+    )
+    projection_dim: int | None = Field(
+        None, ge=1, description="Bias-free linear projection before normalisation (commutes with means)."
+    )
+
+
+class P2PConfig(Section):
+    weight: float = Field(1.0, ge=0.0, description="lambda_p")
+    tau: float = Field(0.1, gt=0.0)
+    form: Literal["contrastive", "mse_gram"] = Field(
+        "mse_gram",
+        description="mse_gram: alignment ||M_k - W_k||^2 + ETF Gram regulariser (default, robust in the UFM "
+        "study); contrastive: the bidirectional CE of METHOD's first formula.",
+    )
+
+
+class GBBNConfig(Section):
+    enabled: bool = True
+    rebalance: Literal["reversed", "class_balanced", "logit_adjust", "reweight"] = Field(
+        "reversed",
+        description="Re-balancing branch: a second sampler (reversed, class_balanced) or a loss on the "
+        "uniform batch (logit_adjust, reweight).",
+    )
+    schedule: Literal["parabolic", "linear", "cosine", "step"] = Field(
+        "parabolic", description="alpha_t: parabolic 1-(t/T)^2 (BBN), linear, cosine, or a hard switch."
+    )
+    switch_epoch: float | None = Field(None, ge=0.0, description="Epoch of the hard switch (schedule=step).")
+    test_alpha: float = Field(0.5, ge=0.0, le=1.0)
+
+
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "allnc": {},
+    "ce": {"gbbn": {"enabled": False}, "hycon": {"weight": 0.0}, "p2p": {"weight": 0.0}},
+    "la": {"loss": "la", "gbbn": {"enabled": False}, "hycon": {"weight": 0.0}, "p2p": {"weight": 0.0}},
+    "ldam_drw": {
+        "loss": "ldam",
+        "classifier": "cosine",
+        "drw_start": 0.8,
+        "gbbn": {"enabled": False},
+        "hycon": {"weight": 0.0},
+        "p2p": {"weight": 0.0},
+    },
+    "bbn": {"gbbn": {"enabled": True}, "hycon": {"weight": 0.0}, "p2p": {"weight": 0.0}},
+    "etf_dr": {
+        "loss": "dr",
+        "classifier": "etf",
+        "gbbn": {"enabled": False},
+        "hycon": {"weight": 0.0},
+        "p2p": {"weight": 0.0},
+    },
+}
+
+
+class MethodConfig(Section):
+    preset: Literal["allnc", "ce", "la", "ldam_drw", "bbn", "etf_dr"] = "allnc"
+    loss: Literal["ce", "la", "ldam", "dr"] = Field("ce", description="Classification loss l.")
+    classifier: Literal["linear", "cosine", "etf"] = "linear"
+    la_tau: float = Field(1.0, ge=0.0, description="Logit-adjustment strength (Menon et al. 2021).")
+    ldam_max_margin: float = Field(0.5, gt=0.0)
+    cosine_scale: float = Field(30.0, gt=0.0, description="Scale s of cosine logits (LDAM uses 30).")
+    drw_start: float | None = Field(
+        None, gt=0.0, le=1.0, description="Deferred re-weighting from this fraction of the epochs."
+    )
+    drw_beta: float = Field(0.9999, gt=0.0, lt=1.0, description="Effective-number beta of DRW weights.")
+    etf_seed: int = 0
+    class_means: ClassMeansConfig = Field(default_factory=ClassMeansConfig)
+    hycon: HyConConfig = Field(default_factory=HyConConfig)
+    p2p: P2PConfig = Field(default_factory=P2PConfig)
+    gbbn: GBBNConfig = Field(default_factory=GBBNConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = data.get("preset", "allnc")
+            if preset in METHOD_PRESETS:
+                return deep_merge(METHOD_PRESETS[preset], data)
+        return data
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> MethodConfig:
+        if self.loss == "dr" and self.classifier != "etf":
+            raise ValueError("method.loss='dr' (dot regression) needs method.classifier='etf'")
+        if self.loss == "ldam" and self.classifier == "etf":
+            raise ValueError("method.loss='ldam' needs a learned classifier ('linear' or 'cosine')")
+        if self.gbbn.schedule == "step" and self.gbbn.switch_epoch is None:
+            raise ValueError("method.gbbn.schedule='step' needs method.gbbn.switch_epoch")
+        return self
+
+    @property
+    def uses_class_means(self) -> bool:
+        return self.hycon.weight > 0 or self.p2p.weight > 0
+
+
+# ----------------------------------------------------------------------------------------- optimise
+class OptimConfig(Section):
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    nesterov: bool = False
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    milestones: list[float] = Field(default_factory=lambda: [0.8, 0.9], description="Fractions of epochs.")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_milestones(self) -> OptimConfig:
+        if any(not 0.0 < m <= 1.0 for m in self.milestones) or self.milestones != sorted(self.milestones):
+            raise ValueError(f"optim.milestones must be increasing fractions in (0, 1], got {self.milestones}")
+        return self
+
+
+# -------------------------------------------------------------------------------------- distributed
+class DistributedConfig(Section):
+    num_workers: int = Field(1, ge=1)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    zero_stage: Literal[0, 1, 2, 3] = 1
+    grad_accumulation: int = Field(1, ge=1)
+    storage_path: str | None = None
+
+
+# ----------------------------------------------------------------------------------------- tracking
+class TrackingConfig(Section):
+    experiment: str = "allnc"
+    mlflow_uri: str | None = None
+
+
+# ------------------------------------------------------------------------------------------- train
+class TrainConfig(Section):
+    epochs: int = Field(30, ge=1)
+    eval_every: int = Field(5, ge=1, description="Evaluate every N epochs (and after the last).")
+    checkpoint_every: int = Field(5, ge=1, description="Checkpoint every N epochs (and after the last).")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = Field(True, description="bf16 autocast when on CUDA (ignored on CPU).")
+    progress: bool = True
+    # Fault injection for tests of crash safety: hard-kill the process half-way through writing the
+    # checkpoint of this epoch (1-based), leaving a partial temporary file behind.
+    crash_in_checkpoint_write_at_epoch: int | None = Field(None, ge=1)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> RunConfig:
+        if self.data.name.startswith("cifar") and self.data.root is None:
+            raise ValueError(
+                f"data.root is required for data.name={self.data.name!r}: the folder that holds "
+                "cifar-10-batches-py or cifar-100-python"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------------ load & parse
+def parse_overrides(overrides: list[str]) -> dict:
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+    nested: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} sets a field inside {part!r}, which is a value")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return nested
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the config section at `loc` (the parent of an unknown key)."""
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if isinstance(p, str))
+        field = ".".join(loc) or "<config>"
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_fields(RunConfig, loc))
+            lines.append(f"  {field}: unknown field (allowed here: {allowed})")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {field}: {e['msg']}{shown}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_raw(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """The YAML config (or {}) with `a.b=value` overrides merged in, not yet validated."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return deep_merge(data, parse_overrides(overrides or []))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults), apply `a.b=value` overrides, validate."""
+    return config_from_dict(load_raw(path, overrides))
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

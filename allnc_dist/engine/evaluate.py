@@ -1,0 +1,78 @@
+"""Evaluation: top-1 overall and Many / Medium / Few on the test split, and the Neural-Collapse
+geometry of the network as it predicts (both branches at alpha = test_alpha).
+
+The geometry is measured on the concatenation of the branch features, against the concatenation of
+the branch classifiers: the mixed logits alpha W_c f_c + (1 - alpha) W_r f_r are exactly that
+representation's logits (up to the branch scales), so it is the geometry that makes the predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..method.gbbn import GBBNNetwork
+from ..metrics import accuracy_by_split, class_means, class_splits, nc_metrics
+
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor
+    features: torch.Tensor  # branch features, concatenated
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def collect_outputs(
+    model: GBBNNetwork,
+    loader: DataLoader,
+    alpha: float,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> Outputs:
+    was_training = model.training
+    model.eval()
+    logits, features, labels = [], [], []
+    for images, targets in loader:
+        with autocast or contextlib.nullcontext():
+            out = model(images.to(device), None, alpha)
+        logits.append(out.logits.float().cpu())
+        features.append(torch.cat([f.float() for f in out.features], dim=1).cpu())
+        labels.append(targets)
+    model.train(was_training)
+    return Outputs(torch.cat(logits), torch.cat(features), torch.cat(labels))
+
+
+def inference_classifier(model: GBBNNetwork) -> torch.Tensor:
+    """The branch classifiers side by side, (K, num_branches * D)."""
+    return torch.cat([clf.weight.detach().float().cpu() for clf in model.classifiers], dim=1)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    classifier: torch.Tensor  # (K, D_total), for plots
+    class_means: torch.Tensor  # (K, D_total) training-set means, for plots
+
+
+def evaluate(
+    model: GBBNNetwork,
+    test_loader: DataLoader,
+    train_eval_loader: DataLoader,
+    class_counts: Sequence[int],
+    alpha: float,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> Evaluation:
+    splits = class_splits(class_counts)
+    test = collect_outputs(model, test_loader, alpha, device, autocast)
+    metrics = {f"acc_{k}": v for k, v in accuracy_by_split(test.logits.argmax(1), test.labels, splits).items()}
+    train = collect_outputs(model, train_eval_loader, alpha, device, autocast)
+    classifier = inference_classifier(model)
+    metrics.update(nc_metrics(train.features, train.labels, classifier, few_classes=splits["few"]))
+    means = class_means(train.features, train.labels, len(class_counts))
+    return Evaluation(metrics, classifier, means)

@@ -1,0 +1,218 @@
+"""The local engine: the whole run in one process, on one GPU or the CPU (the debug mode).
+
+The loop, per epoch: draw the uniform and the re-balanced stream, run `train_step` on each pair of
+batches, evaluate and checkpoint when due. Every epoch reseeds the random streams from
+(seed, epoch), so a run resumed from a checkpoint replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import RunConfig
+from ..data import LongTailData, build_data, make_rebalanced_sampler
+from ..method.gbbn import GBBNNetwork, cumulative_alpha
+from ..method.objective import AllNCObjective
+from ..models import build_backbone
+from ..tracking import RunDirectory
+from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import Evaluation, evaluate
+from .schedule import lr_factor
+from .step import Batch, train_step
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device='cuda' but no CUDA device is visible")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def build_network(cfg: RunConfig, data: LongTailData) -> GBBNNetwork:
+    backbone = build_backbone(cfg.model, in_channels=data.image_shape[0])
+    return GBBNNetwork(backbone, data.num_classes, cfg.method)
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def uses_rebalancing_sampler(cfg: RunConfig) -> bool:
+    return cfg.method.gbbn.enabled and cfg.method.gbbn.rebalance in ("reversed", "class_balanced")
+
+
+class TorchOptimization:
+    """Backward and update with a plain torch optimiser: clip, step, zero, advance the schedule."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, grad_clip: float | None):
+        self.model, self.optimizer, self.scheduler, self.grad_clip = model, optimizer, scheduler, grad_clip
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+
+@dataclass
+class TrainResult:
+    report: dict
+    evaluation: Evaluation
+    run_dir: RunDirectory
+
+
+class LocalTrainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, data: LongTailData | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = RunDirectory(run_dir)
+        self.device = pick_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+        self.data = data or build_data(cfg.data)
+        self.model = build_network(cfg, self.data).to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.steps_per_epoch = self._epoch_length()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.train.epochs, cfg.optim)
+        )
+        self.objective = AllNCObjective(
+            cfg.method, self.data.class_counts, self.model.feature_dim, self.model.num_branches, cfg.train.epochs,
+            device=self.device,
+        )
+        self.optimization = TorchOptimization(self.model, self.optimizer, self.scheduler, cfg.optim.grad_clip)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimiser steps
+
+    # ---------------------------------------------------------------------------------- the loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        if resume:
+            self.restore()
+        else:
+            self.run_dir.create(self.cfg)
+        started = time.time()
+        while self.epoch < self.cfg.train.epochs:
+            train_metrics = self.train_epoch()
+            self.epoch += 1
+            self.run_dir.log({"split": "train", "epoch": self.epoch, "step": self.step, **train_metrics})
+            if self._due(self.cfg.train.eval_every):
+                self.run_dir.log({"split": "eval", "epoch": self.epoch, "step": self.step, **self.evaluate().metrics})
+            if self._due(self.cfg.train.checkpoint_every):
+                self.save()
+        final = self.evaluate()
+        report = self.report(final, time.time() - started)
+        self.run_dir.write_report(report)
+        return TrainResult(report, final, self.run_dir)
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        self._reseed()
+        totals: dict[str, float] = {}
+        images, started = 0, time.time()
+        bar = tqdm(self.batches(), total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   disable=not self.cfg.train.progress, leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(bar):
+            progress = self.epoch + i / self.steps_per_epoch
+            alpha = cumulative_alpha(progress, self.cfg.train.epochs, self.cfg.method.gbbn) if self.model.num_branches == 2 else 1.0
+            values = train_step(self.model, self.objective, batch.to(self.device), alpha, progress,
+                                self.optimization, self.autocast(), self.step)
+            self.step += 1
+            images += len(batch)
+            for k, v in values.items():
+                totals[k] = totals.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{values['total']:.3f}", cls=f"{values['classification']:.3f}",
+                            hycon=f"{values['hycon']:.3f}", p2p=f"{values['p2p']:.3f}",
+                            img_s=f"{images / (time.time() - started):.0f}", alpha=f"{alpha:.2f}")
+        bar.close()
+        metrics = {f"loss_{k}" if k != "total" else "loss": v / self.steps_per_epoch for k, v in totals.items()}
+        metrics.update(images_per_s=images / (time.time() - started), lr=self.scheduler.get_last_lr()[0])
+        return metrics
+
+    def evaluate(self) -> Evaluation:
+        loader = lambda ds: DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=False)  # noqa: E731
+        return evaluate(self.model, loader(self.data.test), loader(self.data.train_eval), self.data.class_counts,
+                        self.cfg.method.gbbn.test_alpha, self.device, self.autocast())
+
+    # ------------------------------------------------------------------------------------ data
+    def _epoch_length(self) -> int:
+        n, b = len(self.data.train), self.cfg.data.batch_size
+        return n // b if n >= b else 1
+
+    def _loader(self, sampler=None, generator=None) -> DataLoader:
+        n, b = len(self.data.train), self.cfg.data.batch_size
+        return DataLoader(self.data.train, batch_size=b, sampler=sampler, shuffle=sampler is None, generator=generator,
+                          drop_last=n >= b, num_workers=self.cfg.data.loader_workers)
+
+    def batches(self) -> Iterator[Batch]:
+        """The uniform stream, paired with the re-balanced stream when GBBN re-balances by sampler."""
+        seed = self.cfg.data.seed * 1_000_003 + self.epoch
+        uniform = self._loader(generator=torch.Generator().manual_seed(seed))
+        if not uses_rebalancing_sampler(self.cfg):
+            return (Batch(x, y) for x, y in uniform)
+        sampler = make_rebalanced_sampler(self.data.train_labels, self.data.class_counts, self.cfg.method.gbbn.rebalance,
+                                          len(self.data.train), torch.Generator().manual_seed(seed + 7919))
+        rebalanced = self._loader(sampler=sampler)
+        return (Batch(x, y, xr, yr) for (x, y), (xr, yr) in zip(uniform, rebalanced))
+
+    def _reseed(self) -> None:
+        """Augmentation draws from the global RNG: tie it to (seed, epoch) for exact resumes."""
+        torch.manual_seed(self.cfg.train.seed * 1_000_003 + self.epoch)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda" and self.cfg.train.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _due(self, every: int) -> bool:
+        return self.epoch % every == 0 or self.epoch == self.cfg.train.epochs
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "objective": self.objective.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        crash = self.cfg.train.crash_in_checkpoint_write_at_epoch == self.epoch
+        save_checkpoint(state, self.run_dir.checkpoint_path, crash_half_way=crash)
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.objective.load_state_dict(state["objective"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+    # ---------------------------------------------------------------------------------- report
+    def report(self, final: Evaluation, seconds: float) -> dict:
+        return {
+            "name": self.cfg.name,
+            "method": self.cfg.method.preset,
+            "dataset": self.cfg.data.name,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "class_counts": list(self.data.class_counts),
+            "metrics": final.metrics,
+            "seconds": round(seconds, 2),
+            "device": str(self.device),
+        }

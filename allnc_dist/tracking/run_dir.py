@@ -1,0 +1,37 @@
+"""A run directory: the resolved config, metrics as JSON lines, the checkpoint and the final report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig, dump_config
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
+    report_path = property(lambda self: self.path / "report.json")
+
+    def create(self, cfg: RunConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.config_path)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record (a training or evaluation row) to metrics.jsonl."""
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        self.report_path.write_text(json.dumps(report, indent=2) + "\n")

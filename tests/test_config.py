@@ -1,0 +1,75 @@
+"""Configs: every mistake fails at start-up with a message naming the field and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+
+from allnc_dist.cli import main
+from allnc_dist.config import ConfigError, RunConfig, load_config, parse_overrides
+
+CONFIGS = sorted((Path(__file__).parents[1] / "jobs" / "configs").glob("*.yaml"))
+
+
+def test_defaults_are_allnc_with_the_documented_values():
+    cfg = RunConfig()
+    m = cfg.method
+    assert (m.preset, m.hycon.weight, m.p2p.weight, m.hycon.tau, m.p2p.tau) == ("allnc", 1.0, 1.0, 0.1, 0.1)
+    assert (m.class_means.beta, m.gbbn.enabled, m.gbbn.schedule, m.gbbn.rebalance, m.gbbn.test_alpha) == (
+        0.9, True, "parabolic", "reversed", 0.5)
+
+
+def test_bad_key_names_the_field_and_the_allowed_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["method.hycon.temperature=0.2"])
+    msg = str(err.value)
+    assert "method.hycon.temperature: unknown field" in msg
+    assert "allowed here: negatives, projection_dim, tau, weight" in msg
+
+
+def test_bad_type_names_the_field():
+    with pytest.raises(ConfigError, match=r"train\.epochs: Input should be a valid integer.*got 'many'"):
+        load_config(None, ["train.epochs=many"])
+
+
+def test_out_of_range_value_names_the_field_and_the_bound():
+    with pytest.raises(ConfigError, match=r"method\.class_means\.beta: Input should be less than 1 \(got 1\.5\)"):
+        load_config(None, ["method.class_means.beta=1.5"])
+
+
+def test_bad_choice_lists_the_allowed_values():
+    with pytest.raises(ConfigError, match="method.p2p.form: Input should be 'contrastive' or 'mse_gram'"):
+        load_config(None, ["method.p2p.form=cosine"])
+
+
+def test_inconsistent_choices_are_refused():
+    with pytest.raises(ConfigError, match="method.loss='dr'.*needs method.classifier='etf'"):
+        load_config(None, ["method.loss=dr"])
+    with pytest.raises(ConfigError, match="data.root is required for data.name='cifar10_lt'"):
+        load_config(None, ["data.name=cifar10_lt"])
+
+
+def test_presets_fill_their_fields_and_explicit_values_win():
+    ce = load_config(None, ["method.preset=ce"]).method
+    assert (ce.hycon.weight, ce.p2p.weight, ce.gbbn.enabled) == (0.0, 0.0, False)
+    ldam = load_config(None, ["method.preset=ldam_drw"]).method
+    assert (ldam.loss, ldam.classifier, ldam.drw_start) == ("ldam", "cosine", 0.8)
+    bbn_la = load_config(None, ["method.preset=bbn", "method.loss=la"]).method
+    assert (bbn_la.gbbn.enabled, bbn_la.loss, bbn_la.hycon.weight) == (True, "la", 0.0)
+
+
+def test_overrides_parse_yaml_scalars_and_nest():
+    assert parse_overrides(["a.b=3", "a.c=0.5", "d=true", "e=[1, 2]", "f=null"]) == {
+        "a": {"b": 3, "c": 0.5}, "d": True, "e": [1, 2], "f": None}
+    with pytest.raises(ConfigError, match="not of the form"):
+        parse_overrides(["epochs"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    overrides = ["data.root=/data"] if "cifar" in path.name else []
+    load_config(path, overrides)
+
+
+def test_cli_exits_2_with_the_message_before_any_work(capsys):
+    assert main(["train", "optim.lr=-1"]) == 2
+    assert "optim.lr: Input should be greater than 0" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""The local trainer end to end on digits-LT, through the `allnc` command line as users run it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from allnc_dist.config import load_config
+from allnc_dist.engine.checkpoint import load_checkpoint
+from allnc_dist.engine.local import LocalTrainer
+from allnc_dist.engine.step import NonFiniteLossError
+
+ROOT = Path(__file__).parents[1]
+CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
+SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2", "train.progress=false"]
+
+
+def allnc(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "allnc_dist.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"allnc {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "straight"
+    allnc("train", "--config", CONFIG, "--run-dir", run, *SMALL)
+    return run
+
+
+def test_run_directory_holds_config_metrics_checkpoint_and_report(uninterrupted):
+    assert (uninterrupted / "config.yaml").is_file()
+    rows = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in rows if r["split"] == "eval"] == [2, 4]
+    assert all(r["loss"] == pytest.approx(r["loss_classification"] + r["loss_hycon"] + r["loss_p2p"]) for r in rows
+               if r["split"] == "train")
+    report = json.loads((uninterrupted / "report.json").read_text())
+    assert report["steps"] == load_checkpoint(uninterrupted / "checkpoint.pt")["step"] > 0
+    assert report["metrics"]["acc_top1"] > 30.0  # well above the 10 % of chance after 4 epochs
+
+
+def test_crash_mid_checkpoint_then_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
+    run = tmp_path / "crashy"
+    crashed = allnc("train", "--config", CONFIG, "--run-dir", run, *SMALL,
+                    "train.crash_in_checkpoint_write_at_epoch=4", check=False)
+    assert crashed.returncode != 0
+    assert list(run.glob(".checkpoint.pt.tmp-*")), "the torn temporary file should be left behind"
+    survivor = load_checkpoint(run / "checkpoint.pt")  # the epoch-2 checkpoint is intact
+    assert survivor["epoch"] == 2
+
+    allnc("train", "--run-dir", run, "--resume", "train.crash_in_checkpoint_write_at_epoch=null")
+    final = load_checkpoint(run / "checkpoint.pt")
+    reference = load_checkpoint(uninterrupted / "checkpoint.pt")
+    assert (final["epoch"], final["step"]) == (reference["epoch"], reference["step"])
+    # Same data order and augmentation after the restart, so the same weights and class means.
+    for name, tensor in reference["model"].items():
+        torch.testing.assert_close(final["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    for got, ref in zip(final["objective"]["trackers"], reference["objective"]["trackers"]):
+        torch.testing.assert_close(got["ema"], ref["ema"], rtol=1e-4, atol=1e-5)
+        assert got["step"] == ref["step"]
+
+
+def test_resume_without_a_run_directory_is_a_clear_error():
+    proc = allnc("train", "--resume", check=False)
+    assert proc.returncode == 2 and "--resume needs --run-dir" in proc.stderr
+
+
+def test_nan_loss_stops_with_the_step_and_the_loss_parts(tmp_path):
+    cfg = load_config(CONFIG, SMALL + ["optim.lr=1e30", "optim.warmup_epochs=0"])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ \(epoch [\d.]+\): total=nan"):
+        LocalTrainer(cfg, tmp_path / "nan").fit()
+
+
+def test_demo_job_prints_the_table_and_draws_the_heatmaps(tmp_path):
+    proc = subprocess.run([sys.executable, "jobs/digits_lt.py", "--out", str(tmp_path), "train.epochs=2",
+                           "model.width=8", "train.progress=false"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| method"))
+    for column in ("overall %", "many %", "medium %", "few %", "NC1", "NC2 means", "NC2 classifier", "NC3",
+                   "few cos W", "few cos means"):
+        assert column in header
+    assert any(line.startswith("| allnc") for line in proc.stdout.splitlines())
+    assert any(line.startswith("| ce") for line in proc.stdout.splitlines())
+    for name in ("heatmap_classifier.png", "heatmap_class_means.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
