@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 demo: install
-	$(PY) jobs/digits_lt.py --out runs/demo
+	$(PY) jobs/digits_lt.py
 
 test: install
 	$(PY) -m pytest -q

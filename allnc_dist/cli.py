@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="train several methods and print them side by side")
     compare.add_argument("--config", type=Path)
     compare.add_argument("--methods", default="allnc,ce", help="comma-separated method presets")
-    compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-<time>)")
+    compare.add_argument("--out", type=Path, help="output folder (default: runs/<name>-compare-<time>)")
     compare.add_argument("overrides", nargs="*")
 
     check = sub.add_parser("check", help="validate a config and print it resolved")
@@ -75,7 +75,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = load_raw(args.config, args.overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     method_configs(base, methods)  # fail on a bad config before any work
-    out = args.out or Path("runs") / f"compare-{_timestamp()}"
+    out = args.out or Path("runs") / f"{base.get('name', 'run')}-compare-{_timestamp()}"
     results = run_methods(base, methods, out)
     first = next(iter(results.values()))
     plots = plot_geometry(results, first.report["class_counts"], out)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "compare": cmd_compare, "check": cmd_check}
     try:
         return commands[args.command](args)
-    except ConfigError as err:
+    except (ConfigError, FileExistsError) as err:
         print(f"allnc: {err}", file=sys.stderr)
         return 2
 

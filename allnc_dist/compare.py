@@ -34,8 +34,15 @@ TABLE_NOTE = (
 )
 
 
+DISPLAY_NAMES = {"allnc": "AllNC", "ce": "CE", "la": "LA", "ldam_drw": "LDAM-DRW", "bbn": "BBN", "etf_dr": "ETF+DR"}
+
+
+def display_name(preset: str) -> str:
+    return DISPLAY_NAMES.get(preset, preset)
+
+
 def results_table(reports: dict[str, dict], fmt: str = "github") -> str:
-    rows = [[name] + [format(r["metrics"].get(key, float("nan")), f) for _, key, f in TABLE_COLUMNS]
+    rows = [[display_name(name)] + [format(r["metrics"].get(key, float("nan")), f) for _, key, f in TABLE_COLUMNS]
             for name, r in reports.items()]
     return tabulate(rows, headers=["method"] + [h for h, _, _ in TABLE_COLUMNS], tablefmt=fmt)
 
@@ -61,12 +68,13 @@ def plot_geometry(results: dict[str, TrainResult], class_counts: Sequence[int], 
     """Cosine heatmaps of the classifier vectors and of the class means, one panel per method,
     classes ordered by training count (head first)."""
     order = torch.argsort(torch.as_tensor(class_counts), descending=True, stable=True)
-    order_note = "class, sorted by training count (head \u2192 tail)"
+    order_note = "sorted by training count, head \u2192 tail"
     paths = []
     for kind, attr in (("classifier", "classifier"), ("class_means", "class_means")):
         path = Path(out_dir) / f"heatmap_{kind}.png"
-        panels = {name: getattr(r.evaluation, attr)[order] for name, r in results.items()}
-        title = "Cosines of the centred classifier vectors" if kind == "classifier" else "Cosines of the centred class means"
+        panels = {display_name(name): getattr(r.evaluation, attr)[order] for name, r in results.items()}
+        what = "classifier vectors" if kind == "classifier" else "class means (training set)"
+        title = f"Cosines of the centred {what}; a simplex ETF has {-1 / (len(class_counts) - 1):.2f} off the diagonal"
         plot_cosine_heatmaps(panels, path, title=title, class_order=order_note)
         paths.append(path)
     return paths

@@ -66,6 +66,13 @@ def test_crash_mid_checkpoint_then_resume_matches_the_uninterrupted_run(uninterr
         assert got["step"] == ref["step"]
 
 
+def test_a_new_run_never_overwrites_an_existing_one(uninterrupted):
+    before = (uninterrupted / "metrics.jsonl").read_text()
+    proc = allnc("train", "--config", CONFIG, "--run-dir", uninterrupted, *SMALL, check=False)
+    assert proc.returncode == 2 and "already holds a run: continue it with --resume" in proc.stderr
+    assert (uninterrupted / "metrics.jsonl").read_text() == before
+
+
 def test_resume_without_a_run_directory_is_a_clear_error():
     proc = allnc("train", "--resume", check=False)
     assert proc.returncode == 2 and "--resume needs --run-dir" in proc.stderr
@@ -86,7 +93,7 @@ def test_demo_job_prints_the_table_and_draws_the_heatmaps(tmp_path):
     for column in ("overall %", "many %", "medium %", "few %", "NC1", "NC2 means", "NC2 classifier", "NC3",
                    "few cos W", "few cos means"):
         assert column in header
-    assert any(line.startswith("| allnc") for line in proc.stdout.splitlines())
-    assert any(line.startswith("| ce") for line in proc.stdout.splitlines())
+    assert any(line.startswith("| AllNC") for line in proc.stdout.splitlines())
+    assert any(line.startswith("| CE ") for line in proc.stdout.splitlines())
     for name in ("heatmap_classifier.png", "heatmap_class_means.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,11 @@ class RunDirectory:
     report_path = property(lambda self: self.path / "report.json")
 
     def create(self, cfg: RunConfig) -> None:
+        """Start a new run here; a folder that already holds a run is never overwritten."""
+        if self.config_path.exists():
+            raise FileExistsError(
+                f"{self.path} already holds a run: continue it with --resume, or choose another run directory"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.config_path)
 
