@@ -54,10 +54,28 @@ class DataConfig(Section):
     image_size: int = Field(32, ge=4)
     channels: int = Field(3, ge=1)
     synthetic_test_per_class: int = Field(20, ge=1)
-    augment: Literal["none", "shift", "cifar"] = "none"
+    augment: Literal["none", "shift", "cifar", "imagenet"] = "none"
+    randaugment: bool = Field(False, description="RandAugment on top of the ImageNet-style augmentation.")
     batch_size: int = Field(128, ge=1)
     loader_workers: int = Field(0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+    # Streaming from WebDataset shards written by `allnc shards` (source=shards).
+    source: Literal["memory", "shards"] = Field(
+        "memory", description="memory: build the dataset named by data.name; shards: stream data.shards."
+    )
+    shards: str | None = Field(None, description="Folder holding train/ and test/ shard sets with index.json.")
+    resampled: bool = Field(False, description="Draw shards with replacement; epochs of data.epoch_length samples.")
+    epoch_length: int | None = Field(None, ge=1, description="Samples per rank and epoch in resampled mode.")
+    on_bad_sample: Literal["raise", "skip"] = "raise"
+    verify_checksums: bool = Field(True, description="Check each shard's sha256 against index.json once per process.")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DataConfig:
+        if self.source == "shards" and self.shards is None:
+            raise ValueError("data.source='shards' needs data.shards, the folder written by `allnc shards`")
+        if self.resampled and self.epoch_length is None:
+            raise ValueError("data.resampled=true needs data.epoch_length (samples per rank and epoch)")
+        return self
 
 
 # -------------------------------------------------------------------------------------------- model

@@ -1,8 +1,9 @@
 """The local engine: the whole run in one process, on one GPU or the CPU (the debug mode).
 
 The loop, per epoch: draw the uniform and the re-balanced stream, run `train_step` on each pair of
-batches, evaluate and checkpoint when due. Every epoch reseeds the random streams from
-(seed, epoch), so a run resumed from a checkpoint replays exactly what an uninterrupted run does.
+batches, evaluate and checkpoint when due. Every epoch reseeds the random streams and the
+augmentation from (seed, epoch), so a run resumed from a checkpoint replays exactly what an
+uninterrupted run does.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import RunConfig
-from ..data import LongTailData, build_data, make_rebalanced_sampler
+from ..data import LongTailData, build_data
 from ..method.gbbn import GBBNNetwork, cumulative_alpha
 from ..method.objective import AllNCObjective
 from ..models import build_backbone
@@ -26,7 +25,8 @@ from ..tracking import RunDirectory
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import Evaluation, evaluate
 from .schedule import lr_factor
-from .step import Batch, train_step
+from .step import train_step
+from .streams import InMemoryStreams, TrainingStreams, epoch_seed
 
 
 def pick_device(choice: str) -> torch.device:
@@ -37,9 +37,12 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def build_network(cfg: RunConfig, data: LongTailData) -> GBBNNetwork:
-    backbone = build_backbone(cfg.model, in_channels=data.image_shape[0])
-    return GBBNNetwork(backbone, data.num_classes, cfg.method)
+def build_network(cfg: RunConfig, in_channels: int, num_classes: int) -> GBBNNetwork:
+    return GBBNNetwork(build_backbone(cfg.model, in_channels), num_classes, cfg.method)
+
+
+def build_streams(cfg: RunConfig, data: LongTailData | None = None) -> TrainingStreams:
+    return InMemoryStreams(cfg, data or build_data(cfg.data))
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -48,10 +51,6 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     if o.optimizer == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def uses_rebalancing_sampler(cfg: RunConfig) -> bool:
-    return cfg.method.gbbn.enabled and cfg.method.gbbn.rebalance in ("reversed", "class_balanced")
 
 
 class TorchOptimization:
@@ -84,15 +83,16 @@ class LocalTrainer:
         self.run_dir = RunDirectory(run_dir)
         self.device = pick_device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
-        self.data = data or build_data(cfg.data)
-        self.model = build_network(cfg, self.data).to(self.device)
+        self.streams = build_streams(cfg, data)
+        self.class_counts = self.streams.class_counts
+        self.model = build_network(cfg, self.streams.image_shape[0], len(self.class_counts)).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
-        self.steps_per_epoch = self._epoch_length()
+        self.steps_per_epoch = self.streams.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.train.epochs, cfg.optim)
         )
         self.objective = AllNCObjective(
-            cfg.method, self.data.class_counts, self.model.feature_dim, self.model.num_branches, cfg.train.epochs,
+            cfg.method, self.class_counts, self.model.feature_dim, self.model.num_branches, cfg.train.epochs,
             device=self.device,
         )
         self.optimization = TorchOptimization(self.model, self.optimizer, self.scheduler, cfg.optim.grad_clip)
@@ -106,15 +106,17 @@ class LocalTrainer:
         else:
             self.run_dir.create(self.cfg)
         started = time.time()
+        final = None  # the last epoch always evaluates; a resumed finished run evaluates once below
         while self.epoch < self.cfg.train.epochs:
             train_metrics = self.train_epoch()
             self.epoch += 1
             self.run_dir.log({"split": "train", "epoch": self.epoch, "step": self.step, **train_metrics})
             if self._due(self.cfg.train.eval_every):
-                self.run_dir.log({"split": "eval", "epoch": self.epoch, "step": self.step, **self.evaluate().metrics})
+                final = self.evaluate()
+                self.run_dir.log({"split": "eval", "epoch": self.epoch, "step": self.step, **final.metrics})
             if self._due(self.cfg.train.checkpoint_every):
                 self.save()
-        final = self.evaluate()
+        final = final or self.evaluate()
         report = self.report(final, time.time() - started)
         self.run_dir.write_report(report)
         return TrainResult(report, final, self.run_dir)
@@ -124,11 +126,11 @@ class LocalTrainer:
         self._reseed()
         totals: dict[str, float] = {}
         images, started = 0, time.time()
-        bar = tqdm(self.batches(), total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
-                   disable=not self.cfg.train.progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(self.streams.batches(self.epoch), total=self.steps_per_epoch, leave=False, dynamic_ncols=True,
+                   desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", disable=not self.cfg.train.progress)
         for i, batch in enumerate(bar):
             progress = self.epoch + i / self.steps_per_epoch
-            alpha = cumulative_alpha(progress, self.cfg.train.epochs, self.cfg.method.gbbn) if self.model.num_branches == 2 else 1.0
+            alpha = self.alpha(progress)
             values = train_step(self.model, self.objective, batch.to(self.device), alpha, progress,
                                 self.optimization, self.autocast(), self.step)
             self.step += 1
@@ -143,35 +145,20 @@ class LocalTrainer:
         metrics.update(images_per_s=images / (time.time() - started), lr=self.scheduler.get_last_lr()[0])
         return metrics
 
+    def alpha(self, progress: float) -> float:
+        """GBBN's cumulative weight at `progress` epochs (1 with a single branch)."""
+        if self.model.num_branches == 1:
+            return 1.0
+        return cumulative_alpha(progress, self.cfg.train.epochs, self.cfg.method.gbbn)
+
     def evaluate(self) -> Evaluation:
-        loader = lambda ds: DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=False)  # noqa: E731
-        return evaluate(self.model, loader(self.data.test), loader(self.data.train_eval), self.data.class_counts,
-                        self.cfg.method.gbbn.test_alpha, self.device, self.autocast())
-
-    # ------------------------------------------------------------------------------------ data
-    def _epoch_length(self) -> int:
-        n, b = len(self.data.train), self.cfg.data.batch_size
-        return n // b if n >= b else 1
-
-    def _loader(self, sampler=None, generator=None) -> DataLoader:
-        n, b = len(self.data.train), self.cfg.data.batch_size
-        return DataLoader(self.data.train, batch_size=b, sampler=sampler, shuffle=sampler is None, generator=generator,
-                          drop_last=n >= b, num_workers=self.cfg.data.loader_workers)
-
-    def batches(self) -> Iterator[Batch]:
-        """The uniform stream, paired with the re-balanced stream when GBBN re-balances by sampler."""
-        seed = self.cfg.data.seed * 1_000_003 + self.epoch
-        uniform = self._loader(generator=torch.Generator().manual_seed(seed))
-        if not uses_rebalancing_sampler(self.cfg):
-            return (Batch(x, y) for x, y in uniform)
-        sampler = make_rebalanced_sampler(self.data.train_labels, self.data.class_counts, self.cfg.method.gbbn.rebalance,
-                                          len(self.data.train), torch.Generator().manual_seed(seed + 7919))
-        rebalanced = self._loader(sampler=sampler)
-        return (Batch(x, y, xr, yr) for (x, y), (xr, yr) in zip(uniform, rebalanced))
+        test, train_eval = self.streams.eval_loaders()
+        return evaluate(self.model, test, train_eval, self.class_counts, self.cfg.method.gbbn.test_alpha, self.device,
+                        self.autocast())
 
     def _reseed(self) -> None:
         """Augmentation draws from the global RNG: tie it to (seed, epoch) for exact resumes."""
-        torch.manual_seed(self.cfg.train.seed * 1_000_003 + self.epoch)
+        torch.manual_seed(epoch_seed(self.cfg.train.seed, self.epoch))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda" and self.cfg.train.bf16:
@@ -211,7 +198,7 @@ class LocalTrainer:
             "dataset": self.cfg.data.name,
             "epochs": self.epoch,
             "steps": self.step,
-            "class_counts": list(self.data.class_counts),
+            "class_counts": list(self.class_counts),
             "metrics": final.metrics,
             "seconds": round(seconds, 2),
             "device": str(self.device),
