@@ -12,18 +12,11 @@ from allnc_dist.config import load_config
 from allnc_dist.engine.checkpoint import load_checkpoint
 from allnc_dist.engine.local import LocalTrainer
 from allnc_dist.engine.step import NonFiniteLossError
+from tests.cli import allnc
 
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2", "train.progress=false"]
-
-
-def allnc(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "allnc_dist.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"allnc {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

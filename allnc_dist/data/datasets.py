@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-Augment = Literal["none", "shift", "cifar"]
+Augment = Literal["none", "shift", "cifar", "imagenet"]
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
 
 # Padding (pixels) before the random crop back to size: 1 suits 8x8 digits, 4 is the CIFAR standard.
@@ -43,20 +43,49 @@ def channel_mean_std(image_batches: Iterable[torch.Tensor]) -> tuple[list[float]
 
 
 def build_transform(
-    augment: Augment, image_hw: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+    augment: Augment,
+    image_hw: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    randaugment: bool = False,
 ) -> v2.Compose:
-    """Augmentation (if any) of H x W images, conversion to float in [0, 1] and normalisation."""
+    """Training augmentation (if any) of uint8 or float images, conversion to float in [0, 1] and
+    normalisation; the output is H x W (image_hw).
+
+    'imagenet' is RandomResizedCrop(image_hw) + horizontal flip, plus RandAugment if `randaugment`.
+    """
+    if randaugment and augment != "imagenet":
+        raise ValueError(f"randaugment goes on top of augment='imagenet', not {augment!r}")
     if augment == "none":
         augmentation = []
     elif augment == "shift":
         augmentation = [v2.RandomCrop(image_hw, padding=SHIFT_PADDING)]
     elif augment == "cifar":
         augmentation = [v2.RandomCrop(image_hw, padding=CIFAR_PADDING), v2.RandomHorizontalFlip()]
+    elif augment == "imagenet":
+        augmentation = [v2.RandomResizedCrop(image_hw), v2.RandomHorizontalFlip()]
+        augmentation += [v2.RandAugment()] if randaugment else []
     else:
-        raise ValueError(f"data.augment must be 'none', 'shift' or 'cifar', got {augment!r}")
-    return v2.Compose(
-        [*augmentation, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    )
+        raise ValueError(f"data.augment must be 'none', 'shift', 'cifar' or 'imagenet', got {augment!r}")
+    return v2.Compose([*augmentation, *normalisation(mean, std)])
+
+
+def build_eval_transform(
+    augment: Augment, image_hw: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> v2.Compose:
+    """The un-augmented counterpart of `build_transform(augment, ...)`, for evaluation.
+
+    For 'imagenet' it is the standard resize of the shorter side to size * 256 / 224 (256 for 224),
+    then CenterCrop(size), since its images come in any size; otherwise images are used as they are.
+    """
+    if augment != "imagenet":
+        return build_transform("none", image_hw, mean, std)
+    shorter_side = min(image_hw) * 256 // 224
+    return v2.Compose([v2.Resize(shorter_side), v2.CenterCrop(image_hw), *normalisation(mean, std)])
+
+
+def normalisation(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
 class TensorImageDataset(Dataset):
@@ -74,6 +103,17 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[index]), int(self.labels[index])
+
+    def raw_image(self, index: int) -> torch.Tensor:
+        """Item `index` un-normalised and un-augmented, as uint8 C x H x W (what shards store).
+
+        uint8 images come back as stored; float images, which hold [0, 1], are scaled to 0..255 and
+        rounded (half to even).
+        """
+        image = self.images[index]
+        if image.dtype == torch.uint8:
+            return image
+        return (image * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 @dataclass

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..method.gbbn import GBBNNetwork
 from ..metrics import accuracy_by_split, class_means, class_splits, nc_metrics
@@ -29,7 +28,7 @@ class Outputs:
 @torch.no_grad()
 def collect_outputs(
     model: GBBNNetwork,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     alpha: float,
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
@@ -61,8 +60,8 @@ class Evaluation:
 
 def evaluate(
     model: GBBNNetwork,
-    test_loader: DataLoader,
-    train_eval_loader: DataLoader,
+    test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    train_eval_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     class_counts: Sequence[int],
     alpha: float,
     device: torch.device,

@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import Evaluation, evaluate
 from .schedule import lr_factor
 from .step import train_step
-from .streams import InMemoryStreams, TrainingStreams, epoch_seed
+from .streams import InMemoryStreams, ShardStreams, TrainingStreams, epoch_seed
 
 
 def pick_device(choice: str) -> torch.device:
@@ -42,6 +42,9 @@ def build_network(cfg: RunConfig, in_channels: int, num_classes: int) -> GBBNNet
 
 
 def build_streams(cfg: RunConfig, data: LongTailData | None = None) -> TrainingStreams:
+    """The streams data.source names; `data` overrides the in-memory dataset built from the config."""
+    if cfg.data.source == "shards":
+        return ShardStreams(cfg)
     return InMemoryStreams(cfg, data or build_data(cfg.data))
 
 
@@ -175,6 +178,7 @@ class LocalTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "objective": self.objective.state_dict(),
+            "streams": self.streams.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "config": self.cfg.model_dump(mode="json"),
@@ -188,6 +192,7 @@ class LocalTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.objective.load_state_dict(state["objective"])
+        self.streams.load_state_dict(state["streams"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
     # ---------------------------------------------------------------------------------- report

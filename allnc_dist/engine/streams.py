@@ -1,19 +1,24 @@
 """Where an engine's batches come from: the uniform stream, paired with the re-balanced stream when
 GBBN re-balances by sampler, plus the evaluation loaders.
 
-`InMemoryStreams` serves a map-style `LongTailData`. Each epoch's draws are seeded from
-(seed, epoch), so a resumed run replays exactly what an uninterrupted run draws.
+`InMemoryStreams` serves a map-style `LongTailData`; `ShardStreams` streams a shard set written by
+`allnc shards` (docs/shards.md). Each epoch's draws are seeded from (seed, epoch), so a resumed run
+replays exactly what an uninterrupted run draws.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import RunConfig
 from ..data import LongTailData, make_rebalanced_sampler
+from ..data.datasets import build_eval_transform, build_transform
+from ..shards import RebalancedStream, ShardIndex, ShardLoader, ShardStream, load_index
+from ..shards.statistics import shard_channel_stats
 from .step import Batch
 
 
@@ -32,9 +37,15 @@ class TrainingStreams(Protocol):
 
     def batches(self, epoch: int) -> Iterator[Batch]: ...
 
-    def eval_loaders(self) -> tuple[DataLoader, DataLoader]:
-        """(test split, training split without augmentation)."""
+    def eval_loaders(self) -> tuple[Iterable, Iterable]:
+        """(test split, training split without augmentation), each yielding (images, labels)."""
         ...
+
+    def state_dict(self) -> dict:
+        """Where the streams stand inside an epoch (for a checkpoint)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class InMemoryStreams:
@@ -63,3 +74,83 @@ class InMemoryStreams:
 
     def eval_loaders(self) -> tuple[DataLoader, DataLoader]:
         return self._loader(self.data.test), self._loader(self.data.train_eval)
+
+    def state_dict(self) -> dict:
+        return {}  # each epoch is drawn afresh from (seed, epoch)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class ShardStreams:
+    """This rank's part of `<data.shards>/train`, with the re-balanced stream drawn from the same shards
+    when GBBN re-balances by sampler, and the whole of `<data.shards>/test` for evaluation.
+
+    Every rank yields the same number of batches per epoch (see `ShardStream`). The images are
+    normalised with statistics read from the training shards, identical on every rank.
+    """
+
+    def __init__(self, cfg: RunConfig, rank: int = 0, world_size: int = 1) -> None:
+        d = self.data_cfg = cfg.data
+        root = Path(d.shards)
+        self.train_index, self.test_index = load_index(root / "train"), load_index(root / "test")
+        check_same_classes(self.train_index, self.test_index)
+        self.class_counts = list(self.train_index.class_counts)
+        self.image_shape = stream_image_shape(self.train_index, d.augment, d.image_size)
+        mean, std = shard_channel_stats(self.train_index, d.on_bad_sample, d.verify_checksums)
+        image_hw = self.image_shape[1:]
+        train_transform = build_transform(d.augment, image_hw, mean, std, d.randaugment)
+        self.eval_transform = build_eval_transform(d.augment, image_hw, mean, std)
+        uniform = ShardStream(self.train_index, rank, world_size, d.seed, train_transform, d.resampled,
+                              d.epoch_length, **self._bad_input_policy())
+        self.loaders = {"uniform": ShardLoader(uniform, d.batch_size, d.loader_workers)}
+        if uses_rebalancing_sampler(cfg):
+            rebalanced = RebalancedStream(self.train_index, cfg.method.gbbn.rebalance, rank, world_size, d.seed,
+                                          train_transform, uniform.samples_per_epoch, **self._bad_input_policy())
+            self.loaders["rebalanced"] = ShardLoader(rebalanced, d.batch_size, d.loader_workers)
+        self.steps_per_epoch = len(self.loaders["uniform"])
+
+    def _bad_input_policy(self) -> dict:
+        return {"on_bad_sample": self.data_cfg.on_bad_sample, "verify_checksums": self.data_cfg.verify_checksums}
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        for loader in self.loaders.values():
+            loader.set_epoch(epoch)
+        if "rebalanced" not in self.loaders:
+            return (Batch(x, y) for x, y in self.loaders["uniform"])
+        return (Batch(x, y, xr, yr) for (x, y), (xr, yr) in zip(self.loaders["uniform"], self.loaders["rebalanced"]))
+
+    def eval_loaders(self) -> tuple[ShardLoader, ShardLoader]:
+        """Whole splits, read in one pass by this process (rank 0 of 1), last partial batch kept."""
+        return self._eval_loader(self.test_index), self._eval_loader(self.train_index)
+
+    def _eval_loader(self, index: ShardIndex) -> ShardLoader:
+        stream = ShardStream(index, 0, 1, self.data_cfg.seed, self.eval_transform, **self._bad_input_policy())
+        return ShardLoader(stream, self.data_cfg.batch_size, self.data_cfg.loader_workers, drop_last=False)
+
+    def state_dict(self) -> dict:
+        return {name: loader.state_dict() for name, loader in self.loaders.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, loader in self.loaders.items():
+            loader.load_state_dict(state[name])
+
+
+def check_same_classes(train: ShardIndex, test: ShardIndex) -> None:
+    if train.class_names != test.class_names:
+        raise ValueError(
+            f"{train.root} and {test.root} name different classes ({train.num_classes} vs {test.num_classes}): "
+            "write both splits with one `allnc shards` command"
+        )
+
+
+def stream_image_shape(index: ShardIndex, augment: str, image_size: int) -> tuple[int, int, int]:
+    """C x H x W of the batches: the set's own shape, or data.image_size for sets of mixed sizes."""
+    if index.image_shape is not None:
+        return index.image_shape
+    if augment != "imagenet":
+        raise ValueError(
+            f"{index.root} holds images of different sizes: set data.augment='imagenet', which crops them to "
+            f"data.image_size ({image_size})"
+        )
+    return (3, image_size, image_size)
