@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--inat-json", type=Path, help="iNaturalist 2018 annotations (COCO-style JSON)")
     shards.add_argument("--image-root", type=Path, help="folder the paths of --list / --inat-json are relative to")
     shards.add_argument("--class-names", type=Path, help="with --list: one class name per line, line k names class k")
-    shards.add_argument("--split", choices=["train", "test"], help="split to write (file sources: default train)")
+    shards.add_argument("--split", choices=["train", "val", "test"],
+                        help="split to write (file sources: default train; built-in datasets have train and test)")
     shards.add_argument("--samples-per-shard", type=int, default=1000)
     shards.add_argument("--processes", type=int, default=1, help="writer processes")
     shards.add_argument("--seed", type=int, default=0, help="seed of the shuffle across shards (data.seed selects)")
@@ -129,6 +130,8 @@ def cmd_shards(args: argparse.Namespace) -> int:
         else:
             dataset = [f"data.name={args.dataset}"] if args.dataset else []
             splits = builtin_sources(load_config(None, args.overrides + dataset).data)
+            if args.split and args.split not in splits:
+                raise ConfigError(f"built-in datasets have the splits {sorted(splits)}, not {args.split!r}")
             sources = {args.split: splits[args.split]} if args.split else splits
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(str(err)) from err

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..durable_files import atomic_output
+
 
 def save_checkpoint(state: dict, path: str | Path, crash_half_way: bool = False) -> None:
     """Atomically write `state` to `path`. `crash_half_way` is fault injection for tests: the process
@@ -23,27 +25,13 @@ def save_checkpoint(state: dict, path: str | Path, crash_half_way: bool = False)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_output(path) as file:
         if crash_half_way:
-            f.write(payload[: len(payload) // 2])
-            f.flush()
-            os.fsync(f.fileno())
+            file.write(payload[: len(payload) // 2])
+            file.flush()
+            os.fsync(file.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        file.write(payload)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -9,7 +9,6 @@ for each (path, size, mtime).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tarfile
@@ -19,10 +18,11 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from ..durable_files import file_sha256
+
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "allnc-shards"
 IMAGE_EXTENSIONS = ("png", "jpg")
-HASH_CHUNK = 1 << 20
 
 # A shard file as it was when verified: (absolute path, size, mtime in ns). A rewritten file gets a
 # new mtime, so it is checked again.
@@ -226,14 +226,6 @@ def _check_totals(index: ShardIndex, total_samples: Any, fail: Fail) -> None:
 def shard_fingerprint(path: str | Path) -> Fingerprint:
     stat = os.stat(path)
     return (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_shard(path: str | Path, sha256: str) -> None:

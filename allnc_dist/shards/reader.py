@@ -19,11 +19,13 @@ batch, so every rank hands out exactly S // batch_size batches.
 **Resampled epochs.** Shards are drawn with replacement (weighted by their sample counts) from
 (seed, epoch, rank), and each rank reads exactly `epoch_length` samples.
 
-**Loader workers.** A rank's positions are dealt to its DataLoader workers in blocks of
-`CHUNK_SIZE`. A worker returns each block as one stacked tensor, since one shared-memory transfer
-per sample costs about a millisecond. The main process puts the samples back in position order. The
-order, and with it every batch, therefore depends on (seed, epoch, rank) only: not on timing, nor on
-the number of workers.
+**Loader workers.** A rank's positions are dealt to its DataLoader workers in blocks of one batch
+(`ShardLoader` sets `chunk_size` to its batch size). A worker returns each block as one stacked
+tensor, since one shared-memory transfer per sample costs about a millisecond, and the main process
+hands a block that arrives whole and in order straight on as a batch, without copying it. Anything
+else (blocks that bad samples broke up) is put back in position order sample by sample. The order,
+and with it every batch, therefore depends on (seed, epoch, rank) only: not on timing, nor on the
+number of workers.
 
 **Resume.** `state_dict()` holds the epoch and the samples the loader has handed out in it.
 `load_state_dict()` makes the next pass start at that position. Skipping is free: the plan says
@@ -67,7 +69,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # images N x C x H x W, labels N (lon
 T = TypeVar("T")
 
 BLOCK = tarfile.BLOCKSIZE
-# Samples per worker-to-main-process transfer (one stacked tensor each).
+# Samples per worker-to-main-process transfer (one stacked tensor each) unless a loader sets its batch size.
 CHUNK_SIZE = 32
 # A uniform pass moves through its shards in order: the current shard and the next are enough.
 OPEN_SHARDS = 2
@@ -436,6 +438,7 @@ class ShardStream(IterableDataset):
         self.index, self.seed, self.transform = index, seed, transform
         self.resampled, self.epoch_length = resampled, epoch_length
         self.on_bad_sample, self.verify_checksums = on_bad_sample, verify_checksums
+        self.chunk_size = CHUNK_SIZE
         self.epoch = 0
         self.position = 0  # samples handed out in the current pass
         self.pass_start = 0  # where the current pass started (a resumed one inside the epoch)
@@ -502,11 +505,11 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[SampleChunk | WorkerReport]:
         worker, num_workers = worker_slot()
         plan = self.plan(self.epoch)
-        positions = worker_positions(self.pass_start, len(plan), worker, num_workers, CHUNK_SIZE)
+        positions = worker_positions(self.pass_start, len(plan), worker, num_workers, self.chunk_size)
         log = BadSampleLog(self.on_bad_sample)
         share = f"epoch {self.epoch}, rank {self.rank}, loader worker {worker}"
         samples = fill_bad_samples(self._read(plan, positions, log), share)
-        for chunk in groups(samples, CHUNK_SIZE):
+        for chunk in groups(samples, self.chunk_size):
             yield self._transformed(chunk)
         yield WorkerReport(dict(log.counts))
 
@@ -574,6 +577,7 @@ class ShardLoader:
                 f"{batch_size}: no full batch"
             )
         self.stream, self.batch_size, self.num_workers, self.drop_last = stream, batch_size, num_workers, drop_last
+        stream.chunk_size = batch_size  # workers send whole batches
 
     def __len__(self) -> int:
         """Batches in a full epoch."""
@@ -613,27 +617,49 @@ class ShardLoader:
         if held is not None:
             yield self._hand_out(held)
 
-    def _in_order(self, records: Iterable[SampleChunk | WorkerReport]) -> Iterator[tuple[torch.Tensor, int]]:
-        """(image, label) by position from the workers' chunks; collects the workers' reports."""
+    def _in_order(self, records: Iterable[SampleChunk | WorkerReport]) -> Iterator[Batch]:
+        """Runs of consecutive samples (images, labels), in position order, from the workers' chunks;
+        collects the workers' reports. A chunk that arrives whole and in order is one run."""
         expected, end = self.stream.pass_start, self.stream.samples_per_epoch
-        waiting: dict[int, tuple[torch.Tensor, int]] = {}
+        waiting: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for record in records:
             if isinstance(record, WorkerReport):
                 self.stream.skipped.update(record.skipped)
                 continue
-            waiting.update(zip(record.positions, zip(record.images, record.labels)))
+            labels = torch.tensor(record.labels, dtype=torch.long)
+            if not waiting and record.positions == list(range(expected, expected + len(labels))):
+                yield record.images, labels
+                expected += len(labels)
+                continue
+            waiting.update(zip(record.positions, zip(record.images, labels)))
             while expected in waiting:
-                yield waiting.pop(expected)
+                image, label = waiting.pop(expected)
+                yield image.unsqueeze(0), label.unsqueeze(0)
                 expected += 1
         if waiting or expected != end:
             raise RuntimeError(f"the stream ended at position {expected} of {end} ({len(waiting)} out of order)")
 
-    def _batches(self, samples: Iterable[tuple[torch.Tensor, int]]) -> Iterator[Batch]:
-        for group in groups(samples, self.batch_size):
-            if len(group) == self.batch_size or not self.drop_last:
-                images, labels = zip(*group)
-                yield torch.stack(images), torch.tensor(labels, dtype=torch.long)
+    def _batches(self, runs: Iterable[Batch]) -> Iterator[Batch]:
+        """Cut the runs into batches; a run that is exactly one batch goes out as it is, uncopied."""
+        images: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
+        held, size = 0, self.batch_size
+        for run_images, run_labels in runs:
+            images.append(run_images)
+            labels.append(run_labels)
+            held += len(run_labels)
+            while held >= size:
+                all_images, all_labels = joined(images), joined(labels)
+                yield all_images[:size], all_labels[:size]
+                held -= size
+                images, labels = ([all_images[size:]], [all_labels[size:]]) if held else ([], [])
+        if held and not self.drop_last:
+            yield joined(images), joined(labels)
 
     def _hand_out(self, batch: Batch) -> Batch:
         self.stream.position += len(batch[1])
         return batch
+
+
+def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)

@@ -23,11 +23,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -35,6 +33,7 @@ from typing import Any, BinaryIO, Iterator
 import torch
 from tqdm import tqdm
 
+from ..durable_files import atomic_output, file_sha256
 from .sources import ImageSource
 
 WRITER_VERSION = 1
@@ -42,7 +41,6 @@ INDEX_FORMAT = "allnc-shards"
 INDEX_NAME = "index.json"
 # Fixed member metadata, so that the same plan always gives bit-identical tar files.
 MEMBER_MODE = 0o644
-HASH_CHUNK_BYTES = 1 << 20
 # index.json fields compared to tell the user how an existing shard set's plan differs from this one.
 PLAN_FIELDS = (
     "dataset",
@@ -97,14 +95,6 @@ def canonical_json(value: Any) -> bytes:
 
 def json_sha256(value: Any) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------- plan
@@ -186,31 +176,6 @@ def remove_leftovers(split_dir: Path, split: str, planned_names: set[str]) -> No
         beyond_plan = shard_or_sidecar.match(path.name) and path.name.removesuffix(".json") not in planned_names
         if TEMPORARY_FILE.match(path.name) or beyond_plan:
             path.unlink()
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """A file that becomes `path` complete (fsynced, renamed) or not at all."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with temporary.open("wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
 
 
 # ------------------------------------------------------------------------------------------- shards

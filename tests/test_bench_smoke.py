@@ -1,0 +1,30 @@
+"""The benchmark scripts in a reduced "smoke" mode, so that they cannot rot. Their figures are not
+asserted (this machine is shared and noisy), except where a figure is a correctness requirement."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def run_bench(script: str, *args) -> None:
+    proc = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_loader_bench_runs_and_the_rebalanced_stream_meets_its_bound(tmp_path):
+    run_bench("loader.py", "--out", tmp_path / "loader.json", "--table", tmp_path / "loader.md",
+              "--work-dir", tmp_path)
+    results = json.loads((tmp_path / "loader.json").read_text())
+    readers = {(row["reader"], row["loader_workers"]) for row in results["throughput"]["rows"]}
+    assert {("shards (streaming)", 2), ("files (map-style ImageFolder)", 2)} <= readers
+    assert all(row["samples_per_s"] > 0 for row in results["throughput"]["rows"])
+    # Real digits-LT and synthetic-LT shards, 100 x K draws: the issue's bound on the class mix.
+    assert {row["set"] for row in results["rebalanced_tv"]} >= {"digits-LT", "synthetic-LT"}
+    assert all(row["tv_distance"] <= 0.05 for row in results["rebalanced_tv"])
+    assert all(row["uss_mib"] > 0 for row in results["memory"])
+    table = (tmp_path / "loader.md").read_text()
+    assert "| shards (streaming)" in table and "Memory per loader worker" in table
