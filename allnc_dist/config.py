@@ -219,11 +219,27 @@ class OptimConfig(Section):
 
 # -------------------------------------------------------------------------------------- distributed
 class DistributedConfig(Section):
-    num_workers: int = Field(1, ge=1)
-    gpus_per_worker: float = Field(0.0, ge=0.0)
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU).")
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="0: CPU workers (gloo); else NCCL.")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="Logical CPUs Ray reserves per worker.")
     zero_stage: Literal[0, 1, 2, 3] = 1
-    grad_accumulation: int = Field(1, ge=1)
-    storage_path: str | None = None
+    grad_accumulation: int = Field(1, ge=1, description="Batches per optimiser update (DeepSpeed).")
+    storage_path: str | None = Field(
+        None, description="Ray Train's checkpoint storage: shared (NFS, S3) for multi-node; default <run dir>/ray."
+    )
+    max_failures: int = Field(0, ge=0, description="Worker-group restarts after a failure (Ray FailureConfig).")
+    check_consistency: bool = Field(
+        False, description="After every step, check that parameters and class means agree on all ranks (debugging)."
+    )
+    rendezvous: Literal["auto", "file", "tcp"] = Field(
+        "auto", description="auto: a file store on one node (no port opened), Ray's TCP rendezvous across nodes."
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency_needs_whole_parameters(self) -> DistributedConfig:
+        if self.check_consistency and self.zero_stage == 3:
+            raise ValueError("distributed.check_consistency compares whole parameters, which ZeRO-3 partitions")
+        return self
 
 
 # ----------------------------------------------------------------------------------------- tracking
@@ -244,6 +260,13 @@ class TrainConfig(Section):
     # Fault injection for tests of crash safety: hard-kill the process half-way through writing the
     # checkpoint of this epoch (1-based), leaving a partial temporary file behind.
     crash_in_checkpoint_write_at_epoch: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N steps inside an epoch (needs data.source=shards)."
+    )
+    # Fault injection for tests of fault tolerance: rank fail_rank exits at step fail_at_step, unless
+    # the run resumed from a checkpoint.
+    fail_at_step: int | None = Field(None, ge=1)
+    fail_rank: int = Field(0, ge=0)
 
 
 class RunConfig(Section):
@@ -258,6 +281,10 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> RunConfig:
+        if self.train.checkpoint_every_steps and self.data.source != "shards":
+            raise ValueError(
+                "train.checkpoint_every_steps needs data.source='shards': only the shard reader resumes inside an epoch"
+            )
         if self.data.name.startswith("cifar") and self.data.root is None:
             raise ValueError(
                 f"data.root is required for data.name={self.data.name!r}: the folder that holds "

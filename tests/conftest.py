@@ -9,3 +9,18 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(_STATE, "torch_extens
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_shards(tmp_path_factory):
+    """digits-LT written as shards by the shard writer: train/ (304 samples) and test/ (500)."""
+    from allnc_dist.config import DataConfig  # noqa: PLC0415
+    from allnc_dist.shards import builtin_sources, write_shards  # noqa: PLC0415
+
+    out = tmp_path_factory.mktemp("digits_shards")
+    for split, source in builtin_sources(DataConfig(name="digits_lt")).items():
+        write_shards(source, out, split, 100, seed=0, progress=False)  # 304 -> shards of 100, 100, 100, 4
+    return out

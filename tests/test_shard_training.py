@@ -12,21 +12,13 @@ from allnc_dist.data.datasets import channel_mean_std
 from allnc_dist.engine.checkpoint import load_checkpoint
 from allnc_dist.engine.local import LocalTrainer
 from allnc_dist.engine.streams import ShardStreams, stream_image_shape
-from allnc_dist.shards import ShardIndex, builtin_sources, load_index, write_shards
+from allnc_dist.shards import ShardIndex, load_index
 from allnc_dist.shards.statistics import shard_channel_stats
 from tests.cli import allnc
 
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 QUIET = ["train.progress=false"]
-
-
-@pytest.fixture(scope="module")
-def digits_shards(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("digits_shards")
-    for split, source in builtin_sources(DataConfig(name="digits_lt")).items():
-        write_shards(source, out, split, 100, seed=0, progress=False)  # 304 → shards of 100, 100, 100, 4
-    return out
 
 
 def shard_config(shards: Path, *overrides: str):

@@ -9,6 +9,7 @@ uninterrupted run does.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,11 @@ class TorchOptimization:
         self.scheduler.step()
 
 
+# Exit status of a process that fault injection (train.fail_at_step) kills.
+INJECTED_FAULT_EXIT = 86
+FAULT_GRACE_S = 5.0
+
+
 @dataclass
 class TrainResult:
     report: dict
@@ -81,72 +87,121 @@ class TrainResult:
 
 
 class LocalTrainer:
+    """The training loop. The distributed engine (`ray_worker.RayTrainWorker`) runs the same loop and
+    overrides only where a worker differs: its streams, the DeepSpeed optimisation and checkpoints."""
+
+    rank = 0  # this process's rank (fault injection and logging look at it)
+
     def __init__(self, cfg: RunConfig, run_dir: str | Path, data: LongTailData | None = None) -> None:
         self.cfg = cfg
         self.run_dir = RunDirectory(run_dir)
-        self.device = pick_device(cfg.train.device)
+        self.device = self.pick_device()
         torch.manual_seed(cfg.train.seed)
-        self.streams = build_streams(cfg, data)
+        self.streams = self.build_streams(data)
         self.class_counts = self.streams.class_counts
         self.model = build_network(cfg, self.streams.image_shape[0], len(self.class_counts)).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
-        self.steps_per_epoch = self.streams.steps_per_epoch
+        self.steps_per_epoch = self.streams.steps_per_epoch  # batches (micro-batches under accumulation)
+        updates_per_epoch = max(1, self.steps_per_epoch // self.accumulation)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.train.epochs, cfg.optim)
+            self.optimizer, lambda update: lr_factor(update, updates_per_epoch, cfg.train.epochs, cfg.optim)
         )
         self.objective = AllNCObjective(
             cfg.method, self.class_counts, self.model.feature_dim, self.model.num_branches, cfg.train.epochs,
             device=self.device,
         )
-        self.optimization = TorchOptimization(self.model, self.optimizer, self.scheduler, cfg.optim.grad_clip)
+        self.network = self.model  # what a step runs forward through
+        self.optimization = self.build_optimization()
         self.epoch = 0  # completed epochs
-        self.step = 0  # completed optimiser steps
+        self.step = 0  # completed steps (batches)
+        self.resumed = False
+
+    # ------------------------------------------------------------------- parts a worker replaces
+    accumulation = 1  # batches per optimiser update
+
+    def pick_device(self) -> torch.device:
+        return pick_device(self.cfg.train.device)
+
+    def build_streams(self, data: LongTailData | None) -> TrainingStreams:
+        return build_streams(self.cfg, data)
+
+    def build_optimization(self):
+        return TorchOptimization(self.model, self.optimizer, self.scheduler, self.cfg.optim.grad_clip)
 
     # ---------------------------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> TrainResult:
+        self.start(resume)
+        return self.run()
+
+    def start(self, resume: bool) -> None:
         if resume:
             self.restore()
+            self.resumed = True
         else:
             self.run_dir.create(self.cfg)
+
+    def run(self) -> TrainResult:
         started = time.time()
         final = None  # the last epoch always evaluates; a resumed finished run evaluates once below
         while self.epoch < self.cfg.train.epochs:
             train_metrics = self.train_epoch()
             self.epoch += 1
-            self.run_dir.log({"split": "train", "epoch": self.epoch, "step": self.step, **train_metrics})
+            self.log({"split": "train", "epoch": self.epoch, "step": self.step, **train_metrics})
             if self._due(self.cfg.train.eval_every):
                 final = self.evaluate()
-                self.run_dir.log({"split": "eval", "epoch": self.epoch, "step": self.step, **final.metrics})
+                if final is not None:
+                    self.log({"split": "eval", "epoch": self.epoch, "step": self.step, **final.metrics})
             if self._due(self.cfg.train.checkpoint_every):
                 self.save()
         final = final or self.evaluate()
         report = self.report(final, time.time() - started)
-        self.run_dir.write_report(report)
+        self.finish(report, final)
         return TrainResult(report, final, self.run_dir)
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         self._reseed()
+        first = self.step - self.epoch * self.steps_per_epoch  # > 0 when resumed inside this epoch
         totals: dict[str, float] = {}
-        images, started = 0, time.time()
-        bar = tqdm(self.streams.batches(self.epoch), total=self.steps_per_epoch, leave=False, dynamic_ncols=True,
-                   desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", disable=not self.cfg.train.progress)
-        for i, batch in enumerate(bar):
+        images, steps, started = 0, 0, time.time()
+        bar = tqdm(self.streams.batches(self.epoch), total=self.steps_per_epoch, initial=first, leave=False,
+                   dynamic_ncols=True, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   disable=not self.cfg.train.progress or self.rank != 0)
+        for i, batch in enumerate(bar, start=first):
             progress = self.epoch + i / self.steps_per_epoch
             alpha = self.alpha(progress)
-            values = train_step(self.model, self.objective, batch.to(self.device), alpha, progress,
+            values = train_step(self.network, self.objective, batch.to(self.device), alpha, progress,
                                 self.optimization, self.autocast(), self.step)
             self.step += 1
+            steps += 1
             images += len(batch)
             for k, v in values.items():
                 totals[k] = totals.get(k, 0.0) + v
             bar.set_postfix(loss=f"{values['total']:.3f}", cls=f"{values['classification']:.3f}",
                             hycon=f"{values['hycon']:.3f}", p2p=f"{values['p2p']:.3f}",
                             img_s=f"{images / (time.time() - started):.0f}", alpha=f"{alpha:.2f}")
+            self.after_step()
         bar.close()
-        metrics = {f"loss_{k}" if k != "total" else "loss": v / self.steps_per_epoch for k, v in totals.items()}
+        metrics = {f"loss_{k}" if k != "total" else "loss": v / max(steps, 1) for k, v in totals.items()}
         metrics.update(images_per_s=images / (time.time() - started), lr=self.scheduler.get_last_lr()[0])
         return metrics
+
+    def log(self, record: dict) -> None:
+        if self.rank == 0:
+            self.run_dir.log(record)
+
+    def after_step(self) -> None:
+        """Checkpoint inside the epoch when asked to, and inject the configured fault."""
+        every = self.cfg.train.checkpoint_every_steps
+        if every and self.step % every == 0 and self.step % self.steps_per_epoch:
+            self.save()
+        t = self.cfg.train
+        if self.step == t.fail_at_step and self.rank == t.fail_rank and not self.resumed:
+            # Wait first: Ray's controller collects reported checkpoints when it polls the workers
+            # (every 2 s); a checkpoint reported just before a crash may otherwise not count yet.
+            time.sleep(FAULT_GRACE_S)
+            print(f"fault injection: rank {self.rank} exits at step {self.step}", flush=True)
+            os._exit(INJECTED_FAULT_EXIT)
 
     def alpha(self, progress: float) -> float:
         """GBBN's cumulative weight at `progress` epochs (1 with a single branch)."""
@@ -160,8 +215,8 @@ class LocalTrainer:
                         self.autocast())
 
     def _reseed(self) -> None:
-        """Augmentation draws from the global RNG: tie it to (seed, epoch) for exact resumes."""
-        torch.manual_seed(epoch_seed(self.cfg.train.seed, self.epoch))
+        """Augmentation draws from the global RNG: tie it to (seed, epoch, rank) for exact resumes."""
+        torch.manual_seed(epoch_seed(self.cfg.train.seed, self.epoch) + 7919 * self.rank)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda" and self.cfg.train.bf16:
@@ -177,11 +232,7 @@ class LocalTrainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "objective": self.objective.state_dict(),
-            "streams": self.streams.state_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "config": self.cfg.model_dump(mode="json"),
+            **self.loop_state(),
         }
         crash = self.cfg.train.crash_in_checkpoint_write_at_epoch == self.epoch
         save_checkpoint(state, self.run_dir.checkpoint_path, crash_half_way=crash)
@@ -191,9 +242,28 @@ class LocalTrainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.load_loop_state(state)
+
+    def loop_state(self) -> dict:
+        """What a checkpoint holds besides the model and optimiser: the tracker, the readers' place,
+        the counters and the config."""
+        return {
+            "objective": self.objective.state_dict(),
+            "streams": self.streams.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def load_loop_state(self, state: dict) -> None:
         self.objective.load_state_dict(state["objective"])
         self.streams.load_state_dict(state["streams"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+    def finish(self, report: dict, final: Evaluation) -> None:
+        """Write the report and the final geometry (classifier and class means, for plots)."""
+        self.run_dir.write_report(report)
+        torch.save({"classifier": final.classifier, "class_means": final.class_means}, self.run_dir.geometry_path)
 
     # ---------------------------------------------------------------------------------- report
     def report(self, final: Evaluation, seconds: float) -> dict:

@@ -7,11 +7,13 @@ the offsets index.json records, which also lets a plan start anywhere inside a s
 
 **Uniform epochs.** The shard order is a permutation drawn from (seed, epoch), the same on every
 rank, and each shard's members are permuted from (seed, epoch, shard). Concatenated, they form the
-epoch's global sequence of all N samples. Rank r reads the contiguous slice
-[r·N // W, (r+1)·N // W): the cut falls inside shards, so the slices differ in length by at most
-one. Each sample is read exactly once per epoch, across all ranks and loader workers.
+epoch's global sequence of all N samples. Rank r reads positions r, r + W, r + 2W, ... of it, so the
+ranks' shares differ in length by at most one, and all ranks move through the shards together. Each
+sample is read exactly once per epoch, across all ranks and loader workers. The stride also makes
+the ranks' i-th batches of size B together the i-th batch of size W·B of a single rank: W workers
+with batch B train on exactly the batches of one worker with batch W·B.
 
-**Equal counts.** Every rank yields exactly S = ceil(N / W) samples per epoch. A rank whose slice is
+**Equal counts.** Every rank yields exactly S = ceil(N / W) samples per epoch. A rank whose share is
 one short re-reads its own first sample as padding, so an epoch holds W·S − N ≤ W − 1 padding
 samples in all (`padding_per_epoch` is this rank's share). `ShardLoader` drops the last partial
 batch, so every rank hands out exactly S // batch_size batches.
@@ -308,9 +310,9 @@ def samples_per_rank(total_samples: int, world_size: int) -> int:
     return -(-total_samples // world_size)
 
 
-def rank_slice(total_samples: int, world_size: int, rank: int) -> tuple[int, int]:
-    """Rank `rank`'s contiguous part [start, end) of the epoch's global sequence."""
-    return rank * total_samples // world_size, (rank + 1) * total_samples // world_size
+def rank_share(total_samples: int, world_size: int, rank: int) -> int:
+    """How many of the epoch's positions rank `rank` reads: those ≡ rank (mod world_size)."""
+    return len(range(rank, total_samples, world_size))
 
 
 def epoch_shard_order(num_shards: int, seed: int, epoch: int) -> np.ndarray:
@@ -323,29 +325,21 @@ def member_order(samples: int, seed: int, epoch: int, shard: int) -> np.ndarray:
     return seeded_rng(RandomStream.MEMBER_ORDER, seed, epoch, shard).permutation(samples)
 
 
-def global_slice(index: ShardIndex, seed: int, epoch: int, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    """(shards, members) of positions [start, end) of the epoch's global sequence, cutting inside shards."""
+def global_sequence(index: ShardIndex, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shards, members) of the epoch's global sequence: shards in the epoch's order, each one's
+    members in its epoch's order."""
     order = epoch_shard_order(len(index.shards), seed, epoch)
-    bounds = np.concatenate([[0], np.cumsum(index.shard_sizes[order])])
-    shards, members = [], []
-    for i in range(int(np.searchsorted(bounds, start, side="right")) - 1, len(order)):
-        if bounds[i] >= end:
-            break
-        shard = int(order[i])
-        take = member_order(index.shards[shard].samples, seed, epoch, shard)[
-            max(start - bounds[i], 0) : end - bounds[i]
-        ]
-        shards.append(np.full(len(take), shard, dtype=np.int64))
-        members.append(take)
-    return np.concatenate(shards), np.concatenate(members)
+    shards = np.repeat(order, index.shard_sizes[order])
+    members = [member_order(index.shards[int(shard)].samples, seed, epoch, int(shard)) for shard in order]
+    return shards.astype(np.int64), np.concatenate(members).astype(np.int64)
 
 
 def uniform_plan(index: ShardIndex, seed: int, epoch: int, rank: int, world_size: int) -> SamplePlan:
-    """Rank `rank`'s slice of the epoch, padded with its own first samples to S positions."""
-    start, end = rank_slice(index.total_samples, world_size, rank)
-    shards, members = global_slice(index, seed, epoch, start, end)
-    padding = samples_per_rank(index.total_samples, world_size) - (end - start)
-    repeat = np.arange(padding) % (end - start)
+    """Rank `rank`'s stride of the epoch, padded with its own first samples to S positions."""
+    shards, members = global_sequence(index, seed, epoch)
+    shards, members = shards[rank::world_size], members[rank::world_size]
+    padding = samples_per_rank(index.total_samples, world_size) - len(shards)
+    repeat = np.arange(padding) % len(shards)
     return SamplePlan(np.concatenate([shards, shards[repeat]]), np.concatenate([members, members[repeat]]), padding)
 
 
@@ -458,8 +452,7 @@ class ShardStream(IterableDataset):
         """Re-read samples in this rank's uniform epoch (0 or 1; W·S − N over all ranks)."""
         if self.resampled:
             return 0
-        start, end = rank_slice(self.index.total_samples, self.world_size, self.rank)
-        return self.samples_per_epoch - (end - start)
+        return self.samples_per_epoch - rank_share(self.index.total_samples, self.world_size, self.rank)
 
     def plan(self, epoch: int) -> SamplePlan:
         if self.resampled:

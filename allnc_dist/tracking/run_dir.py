@@ -18,6 +18,7 @@ class RunDirectory:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
     report_path = property(lambda self: self.path / "report.json")
+    geometry_path = property(lambda self: self.path / "geometry.pt")
 
     def create(self, cfg: RunConfig) -> None:
         """Start a new run here; a folder that already holds a run is never overwritten."""

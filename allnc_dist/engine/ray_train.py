@@ -1,0 +1,133 @@
+"""The distributed engine's driver: a Ray Train (V2) `TorchTrainer` whose workers run
+`ray_worker.train_loop_per_worker`.
+
+- **Resources.** One worker per GPU (`distributed.gpus_per_worker`), or CPU workers holding
+  `distributed.cpus_per_worker` logical CPUs each.
+- **Restarts.** `FailureConfig(max_failures=distributed.max_failures)` restarts the worker group after a
+  worker dies; the workers then resume from the latest reported checkpoint. Fitting again with the
+  same Ray run name and storage path (the same run directory) resumes too.
+- **Rendezvous.** On one node, the workers meet through a `file://` store, which opens no port (Ray's
+  default TCPStore listens on every interface). Across nodes they use Ray's TCP rendezvous.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..tracking import RunDirectory
+from .evaluate import Evaluation
+from .local import TrainResult
+
+LOOPBACK = "127.0.0.1"
+
+
+def ensure_ray(num_cpus_needed: float) -> None:
+    """Connect to the cluster RAY_ADDRESS names, or start a private one-node Ray on 127.0.0.1."""
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    # Every Ray process of this private instance binds loopback only. Ray reads this switch when it
+    # is imported (here and in the processes it starts); the driver may have imported it already.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    # Ray counts logical CPUs: a small machine still gets room for the controller and every worker.
+    # The dashboard serves the State API, which Ray Train needs to clean up after a stopped run.
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(num_cpus_needed) + 1), _node_ip_address=LOOPBACK,
+             include_dashboard=True, dashboard_host=LOOPBACK, log_to_driver=True)
+
+
+def one_node() -> bool:
+    import ray  # noqa: PLC0415
+
+    return sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+
+
+def file_rendezvous_config(rendezvous_dir: Path):
+    """A TorchConfig whose workers rendezvous through a fresh file in `rendezvous_dir` (one node only)."""
+    import ray  # noqa: PLC0415
+    from ray.train.torch import TorchConfig  # noqa: PLC0415
+    from ray.train.torch.config import (  # noqa: PLC0415
+        _set_torch_distributed_env_vars,
+        _setup_torch_process_group,
+        _TorchBackend,
+    )
+
+    class FileRendezvousBackend(_TorchBackend):
+        def on_start(self, worker_group, backend_config) -> None:
+            use_gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
+            backend = backend_config.backend or ("nccl" if use_gpu else "gloo")
+            rendezvous_dir.mkdir(parents=True, exist_ok=True)
+            url = f"file://{rendezvous_dir / f'rendezvous-{uuid.uuid4().hex}'}"  # fresh for every (re)start
+            worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([
+                worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
+                                                  world_size=len(worker_group), init_method=url,
+                                                  timeout_s=backend_config.timeout_s)
+                for i in range(len(worker_group))
+            ])
+
+    @dataclass
+    class FileRendezvousTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            return FileRendezvousBackend
+
+    return FileRendezvousTorchConfig()
+
+
+def ray_run_name(run_dir: Path) -> str:
+    """Ray's run name for a run directory: the same directory always maps to the same Ray run."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_dir.parent.name}-{run_dir.name}").strip("-")
+
+
+def fit_on_ray(cfg: RunConfig, run_dir: str | Path) -> TrainResult:
+    """Train `cfg` on Ray Train workers; the run directory ends up as the local engine's does."""
+    from ray.train import FailureConfig, ScalingConfig  # noqa: PLC0415
+    from ray.train import RunConfig as RayRunConfig  # noqa: PLC0415
+    from ray.train.torch import TorchTrainer  # noqa: PLC0415
+
+    from .ray_worker import train_loop_per_worker  # noqa: PLC0415
+
+    if cfg.data.source != "shards":
+        raise ValueError("the Ray engine streams shards: set data.source=shards and data.shards (see `allnc shards`)")
+    d = cfg.distributed
+    run_dir = Path(run_dir).resolve()
+    storage = Path(d.storage_path).resolve() if d.storage_path else run_dir / "ray"
+    resources = {"GPU": d.gpus_per_worker} if d.gpus_per_worker > 0 else {}
+    resources["CPU"] = d.cpus_per_worker
+    ensure_ray(d.num_workers * d.cpus_per_worker)
+    use_file_rendezvous = d.rendezvous == "file" or (d.rendezvous == "auto" and one_node())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
+        scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=str(storage),
+                                failure_config=FailureConfig(max_failures=d.max_failures)),
+        torch_config=file_rendezvous_config(storage / "rendezvous") if use_file_rendezvous else None,
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return load_result(RunDirectory(run_dir))
+
+
+def load_result(run_dir: RunDirectory) -> TrainResult:
+    """The finished run's report and final geometry, as the local engine returns them."""
+    import json  # noqa: PLC0415
+
+    report = json.loads(run_dir.report_path.read_text())
+    geometry = torch.load(run_dir.geometry_path, weights_only=True)
+    return TrainResult(report, Evaluation(report["metrics"], geometry["classifier"], geometry["class_means"]), run_dir)
