@@ -90,20 +90,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import TABLE_NOTE, method_configs, plot_geometry, results_table, run_methods  # noqa: PLC0415
+    from .compare import method_configs, run_methods, write_comparison  # noqa: PLC0415
 
     base = load_raw(args.config, args.overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     method_configs(base, methods)  # fail on a bad config before any work
     out = args.out or Path("runs") / f"{base.get('name', 'run')}-compare-{_timestamp()}"
-    results = run_methods(base, methods, out)
-    first = next(iter(results.values()))
-    plots = plot_geometry(results, first.report["class_counts"], out)
-    table = results_table({name: r.report for name, r in results.items()})
-    (out / "results.md").write_text(table + "\n\n" + TABLE_NOTE + "\n")
-    print(table)
-    print(TABLE_NOTE)
-    print(f"runs and plots: {out} ({', '.join(p.name for p in plots)})")
+    print(write_comparison(run_methods(base, methods, out), out))
     return 0
 
 

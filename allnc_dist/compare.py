@@ -4,7 +4,7 @@ cosine heatmaps of their classifier vectors and class means."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tabulate import tabulate
@@ -56,12 +56,29 @@ def method_configs(base: dict, methods: Sequence[str]) -> dict[str, RunConfig]:
     }
 
 
-def run_methods(base: dict, methods: Sequence[str], out_dir: str | Path) -> dict[str, TrainResult]:
-    """Train each method preset in its own run directory under `out_dir`, on one shared dataset.
-    Every config is validated before the first run starts."""
+Train = Callable[[RunConfig, Path], TrainResult]
+
+
+def run_methods(base: dict, methods: Sequence[str], out_dir: str | Path, train: Train | None = None
+                ) -> dict[str, TrainResult]:
+    """Train each method preset in its own run directory under `out_dir`. Every config is validated
+    before the first run starts. By default the local engine trains them, on one shared dataset."""
     configs = method_configs(base, methods)
-    data = build_data(next(iter(configs.values())).data)
-    return {preset: LocalTrainer(cfg, Path(out_dir) / preset, data=data).fit() for preset, cfg in configs.items()}
+    if train is None:
+        first = next(iter(configs.values()))
+        data = build_data(first.data) if first.data.source == "memory" else None
+        train = lambda cfg, run_dir: LocalTrainer(cfg, run_dir, data=data).fit()  # noqa: E731
+    return {preset: train(cfg, Path(out_dir) / preset) for preset, cfg in configs.items()}
+
+
+def write_comparison(results: dict[str, TrainResult], out_dir: str | Path) -> str:
+    """results.md (the table and its note) and the two heatmaps in `out_dir`; returns the printout."""
+    out_dir = Path(out_dir)
+    first = next(iter(results.values()))
+    plots = plot_geometry(results, first.report["class_counts"], out_dir)
+    table = results_table({name: r.report for name, r in results.items()})
+    (out_dir / "results.md").write_text(table + "\n\n" + TABLE_NOTE + "\n")
+    return f"{table}\n{TABLE_NOTE}\nruns and plots: {out_dir} ({', '.join(p.name for p in plots)})"
 
 
 def plot_geometry(results: dict[str, TrainResult], class_counts: Sequence[int], out_dir: str | Path) -> list[Path]:

@@ -43,7 +43,9 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------------------------- data
 class DataConfig(Section):
-    name: Literal["digits_lt", "synthetic_lt", "cifar10_lt", "cifar100_lt"] = "digits_lt"
+    name: Literal["digits_lt", "synthetic_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018"] = Field(
+        "digits_lt", description="The dataset; imagenet_lt and inat2018 exist as shards only (data.source=shards)."
+    )
     root: str | None = Field(None, description="Folder holding cifar-10-batches-py / cifar-100-python.")
     imbalance_ratio: float = Field(100.0, ge=1.0, description="n_max / n_min of the exponential profile.")
     # digits-LT: images per class held out for the balanced test split.
@@ -71,6 +73,11 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
+        if self.name in ("imagenet_lt", "inat2018") and self.source != "shards":
+            raise ValueError(
+                f"data.name={self.name!r} is read from shards: write them with `allnc shards` and set "
+                "data.source=shards data.shards=<folder> (the jobs' --data)"
+            )
         if self.source == "shards" and self.shards is None:
             raise ValueError("data.source='shards' needs data.shards, the folder written by `allnc shards`")
         if self.resampled and self.epoch_length is None:

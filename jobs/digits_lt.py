@@ -1,13 +1,15 @@
-"""The embedded default job: AllNC against CE on digits-LT, side by side (what `make demo` runs).
+"""The embedded default job (what `make demo` runs): AllNC against CE on digits-LT shards, trained by
+2 Ray Train CPU workers with DeepSpeed ZeRO-1, then the side-by-side table and the heatmaps.
 
-    python jobs/digits_lt.py [--methods allnc,ce] [--out DIR] [section.field=value ...]
+    python jobs/digits_lt.py [--local] [--methods allnc,ce] [--out DIR] [section.field=value ...]
+
+Every flag: `python jobs/digits_lt.py --help` (allnc_dist/launch.py).
 """
 
 import sys
 from pathlib import Path
 
-from allnc_dist.cli import main
+from allnc_dist.launch import job_main
 
 if __name__ == "__main__":
-    config = Path(__file__).parent / "configs" / "digits_lt.yaml"
-    sys.exit(main(["compare", "--config", str(config), *sys.argv[1:]]))
+    sys.exit(job_main(Path(__file__).parent / "configs" / "digits_lt.yaml", methods="allnc,ce"))
