@@ -28,3 +28,10 @@ def test_loader_bench_runs_and_the_rebalanced_stream_meets_its_bound(tmp_path):
     assert all(row["uss_mib"] > 0 for row in results["memory"])
     table = (tmp_path / "loader.md").read_text()
     assert "| shards (streaming)" in table and "Memory per loader worker" in table
+
+
+def test_worker_scaling_bench_runs_one_and_two_ray_workers(tmp_path):
+    run_bench("worker_scaling.py", "--out", tmp_path / "scaling.json")
+    results = json.loads((tmp_path / "scaling.json").read_text())
+    assert [row["workers"] for row in results["rows"]] == [1, 2]
+    assert all(row["steps_per_s"] > 0 for row in results["rows"])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..config import RunConfig
 from ..data import LongTailData
@@ -156,8 +157,11 @@ class RayTrainWorker(LocalTrainer):
         super().after_step()
 
     def check_consistency(self) -> None:
-        """Raise unless every rank holds bit-identical parameters and class means."""
+        """Raise unless every rank holds bit-identical parameters, buffers (such as the fixed ETF
+        classifier) and class means. BatchNorm's running statistics are per rank by design."""
         state = [p.detach().float().flatten().cpu() for p in self.model.parameters()]
+        state += [b.float().flatten().cpu() for m in self.model.modules() if not isinstance(m, _BatchNorm)
+                  for b in m.buffers(recurse=False)]
         state += [t["ema"].float().flatten() for t in self.objective.state_dict()["trackers"]]
         mine = torch.cat(state)
         gathered = [torch.empty_like(mine) for _ in range(self.world_size)]

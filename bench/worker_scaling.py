@@ -1,0 +1,66 @@
+"""1 -> 2 worker scaling of the distributed engine: steps/s and images/s of Ray Train CPU workers
+(DeepSpeed ZeRO-1, gloo) training AllNC on digits-LT shards, with the same per-worker batch.
+
+    python bench/worker_scaling.py [--epochs 6] [--out bench/results/worker_scaling.json]
+    python bench/worker_scaling.py --smoke --out /tmp/scaling.json
+
+The rates come from the runs' own per-epoch records (metrics.jsonl), with the first epoch left out
+(it pays for start-up). On a 2-core machine, 2 workers share the cores with Ray itself, so the
+speed-up is bounded well below 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from tabulate import tabulate
+
+from allnc_dist.config import DataConfig, load_config
+from allnc_dist.engine.ray_train import ensure_ray, fit_on_ray
+from allnc_dist.shards import builtin_sources, write_shards
+from allnc_dist.tracking import RunDirectory
+
+HERE = Path(__file__).parent
+CONFIG = HERE.parent / "jobs" / "configs" / "digits_lt.yaml"
+
+
+def measure(shards: Path, run_dir: Path, workers: int, epochs: int) -> dict:
+    cfg = load_config(CONFIG, ["data.source=shards", f"data.shards={shards}", f"distributed.num_workers={workers}",
+                               f"train.epochs={epochs}", f"train.eval_every={epochs}", "train.progress=false"])
+    result = fit_on_ray(cfg, run_dir)
+    rows = [r for r in RunDirectory(run_dir).read_metrics() if r["split"] == "train"][1:]
+    steps_per_epoch = result.report["steps"] // epochs
+    images_per_s = statistics.median(r["images_per_s"] for r in rows)
+    batch = cfg.data.batch_size * workers
+    return {"workers": workers, "batch_per_worker": cfg.data.batch_size, "steps_per_epoch": steps_per_epoch,
+            "images_per_s": round(images_per_s, 1), "steps_per_s": round(images_per_s / batch, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--smoke", action="store_true", help="2 epochs: checks that the script runs")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "worker_scaling.json")
+    args = parser.parse_args()
+    epochs = 2 if args.smoke else args.epochs
+    ensure_ray(num_cpus_needed=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = Path(tmp) / "shards"
+        for split, source in builtin_sources(DataConfig(name="digits_lt")).items():
+            write_shards(source, shards, split, 100, seed=0, progress=False)
+        rows = [measure(shards, Path(tmp) / f"w{workers}", workers, epochs) for workers in (1, 2)]
+    speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+    results = {"cpus": os.cpu_count(), "epochs": epochs, "rows": rows, "images_per_s_speedup_2_vs_1": round(speedup, 3)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    print(f"2 workers / 1 worker, images/s: {speedup:.2f}x ({os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()
