@@ -288,6 +288,11 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> RunConfig:
+        if self.distributed.zero_stage == 3 and self.method.p2p.weight > 0:
+            raise ValueError(
+                "distributed.zero_stage=3 partitions the classifier weights, which P2P reads outside the forward "
+                "pass: use ZeRO stage 0-2 for AllNC, or method.p2p.weight=0"
+            )
         if self.train.checkpoint_every_steps and self.data.source != "shards":
             raise ValueError(
                 "train.checkpoint_every_steps needs data.source='shards': only the shard reader resumes inside an epoch"
