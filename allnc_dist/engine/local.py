@@ -22,7 +22,7 @@ from ..data import LongTailData, build_data
 from ..method.gbbn import GBBNNetwork, cumulative_alpha
 from ..method.objective import AllNCObjective
 from ..models import build_backbone
-from ..tracking import RunDirectory
+from ..tracking import MlflowTracker, RunDirectory, flatten_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import Evaluation, evaluate
 from .schedule import lr_factor
@@ -115,6 +115,8 @@ class LocalTrainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # completed steps (batches)
         self.resumed = False
+        self.mlflow_run_id: str | None = None  # kept in checkpoints: a resumed run continues its MLflow run
+        self.tracker: MlflowTracker | None = None
 
     # ------------------------------------------------------------------- parts a worker replaces
     accumulation = 1  # batches per optimiser update
@@ -141,6 +143,7 @@ class LocalTrainer:
             self.run_dir.create(self.cfg)
 
     def run(self) -> TrainResult:
+        self.start_tracking()
         started = time.time()
         final = None  # the last epoch always evaluates; a resumed finished run evaluates once below
         while self.epoch < self.cfg.train.epochs:
@@ -187,8 +190,24 @@ class LocalTrainer:
         return metrics
 
     def log(self, record: dict) -> None:
-        if self.rank == 0:
-            self.run_dir.log(record)
+        if self.rank != 0:
+            return
+        self.run_dir.log(record)
+        if self.tracker is not None:
+            numbers = {f"{record['split']}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and k not in ("epoch", "step")}
+            self.tracker.log_metrics({**numbers, "epoch": record["epoch"]}, step=record["step"])
+
+    def start_tracking(self) -> None:
+        """Rank 0 opens (or, resumed, reopens) the MLflow run when tracking.mlflow_uri is set."""
+        t = self.cfg.tracking
+        if self.rank != 0 or not t.mlflow_uri:
+            return
+        self.tracker = MlflowTracker(t.mlflow_uri, t.experiment, self.cfg.name, self.run_dir.path,
+                                     run_id=self.mlflow_run_id)
+        self.mlflow_run_id = self.tracker.start()
+        if not self.resumed:
+            self.tracker.log_params(flatten_config(self.cfg.model_dump(mode="json")))
 
     def after_step(self) -> None:
         """Checkpoint inside the epoch when asked to, and inject the configured fault."""
@@ -253,17 +272,23 @@ class LocalTrainer:
             "epoch": self.epoch,
             "step": self.step,
             "config": self.cfg.model_dump(mode="json"),
+            "mlflow_run_id": self.mlflow_run_id,
         }
 
     def load_loop_state(self, state: dict) -> None:
         self.objective.load_state_dict(state["objective"])
         self.streams.load_state_dict(state["streams"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.mlflow_run_id = state.get("mlflow_run_id")
 
     def finish(self, report: dict, final: Evaluation) -> None:
         """Write the report and the final geometry (classifier and class means, for plots)."""
         self.run_dir.write_report(report)
         torch.save({"classifier": final.classifier, "class_means": final.class_means}, self.run_dir.geometry_path)
+        if self.tracker is not None:
+            for path in (self.run_dir.config_path, self.run_dir.report_path, self.run_dir.metrics_path):
+                self.tracker.log_artifact(path)
+            self.tracker.finish()
 
     # ---------------------------------------------------------------------------------- report
     def report(self, final: Evaluation, seconds: float) -> dict:
