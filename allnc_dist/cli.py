@@ -3,6 +3,7 @@
     allnc train   --config jobs/configs/digits_lt.yaml [--run-dir DIR] [--resume] [a.b=value ...]
     allnc compare --config jobs/configs/digits_lt.yaml --methods allnc,ce [--out DIR] [a.b=value ...]
     allnc check   --config FILE [a.b=value ...]     # validate and print the resolved config
+    allnc sweep   SWEEP_YAML [--config BASE] [--out DIR] [--resume] [--num-samples N] [a.b=value ...]
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, RunConfig, config_from_dict, deep_merge, load_config, load_raw, parse_overrides
+from .sweep.job import add_arguments as add_sweep_arguments
+from .sweep.job import run_command as cmd_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     shards.add_argument("--seed", type=int, default=0, help="seed of the shuffle across shards (data.seed selects)")
     shards.add_argument("--no-progress", action="store_true", help="no progress bar")
     shards.add_argument("overrides", nargs="*", help="data config overrides for built-in datasets, data.field=value")
+
+    sweep = sub.add_parser("sweep", help="tune a job config's hyperparameters on Ray Tune (docs/sweeps.md)")
+    add_sweep_arguments(sweep)
     return parser
 
 
@@ -142,7 +148,8 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"train": cmd_train, "compare": cmd_compare, "check": cmd_check, "shards": cmd_shards}
+    commands = {"train": cmd_train, "compare": cmd_compare, "check": cmd_check, "shards": cmd_shards,
+                "sweep": cmd_sweep}
     try:
         return commands[args.command](args)
     except (ConfigError, FileExistsError) as err:

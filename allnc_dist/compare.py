@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
 from tabulate import tabulate
 
 from .config import RunConfig, config_from_dict, deep_merge
-from .data import build_data
+from .data import LongTailData, build_data
 from .engine.local import LocalTrainer, TrainResult
-from .metrics import plot_cosine_heatmaps
+from .metrics.plots import plot_geometry as plot_cosine_geometry
 
 # Columns of the results table: (header, metric key, format).
 TABLE_COLUMNS = [
@@ -34,7 +33,11 @@ TABLE_NOTE = (
 )
 
 
-DISPLAY_NAMES = {"allnc": "AllNC", "ce": "CE", "la": "LA", "ldam_drw": "LDAM-DRW", "bbn": "BBN", "etf_dr": "ETF+DR"}
+DISPLAY_NAMES = {
+    "allnc": "AllNC", "ce": "CE", "la": "LA", "ldam_drw": "LDAM-DRW", "bbn": "BBN", "etf_dr": "ETF+DR",
+    # The ablation job's variants (allnc_dist.ablation.VARIANTS): AllNC with one part switched off.
+    "allnc_no_hycon": "AllNC \u2212 HyCon", "allnc_no_p2p": "AllNC \u2212 P2P", "allnc_no_gbbn": "AllNC \u2212 GBBN",
+}
 
 
 def display_name(preset: str) -> str:
@@ -42,9 +45,16 @@ def display_name(preset: str) -> str:
 
 
 def results_table(reports: dict[str, dict], fmt: str = "github") -> str:
-    rows = [[display_name(name)] + [format(r["metrics"].get(key, float("nan")), f) for _, key, f in TABLE_COLUMNS]
-            for name, r in reports.items()]
-    return tabulate(rows, headers=["method"] + [h for h, _, _ in TABLE_COLUMNS], tablefmt=fmt)
+    cells = {name: [format(r["metrics"].get(key, float("nan")), f) for _, key, f in TABLE_COLUMNS]
+             for name, r in reports.items()}
+    return metrics_table(cells, fmt)
+
+
+def metrics_table(cells: dict[str, list[str]], fmt: str = "github", label: str = "method") -> str:
+    """One row per name (shown by its display name) of already formatted cells, one per TABLE_COLUMNS entry."""
+    rows = [[display_name(name), *row] for name, row in cells.items()]
+    # disable_numparse: tabulate would otherwise re-format numeric cells and drop their digits (10.0 -> 10).
+    return tabulate(rows, headers=[label] + [h for h, _, _ in TABLE_COLUMNS], tablefmt=fmt, disable_numparse=True)
 
 
 def method_configs(base: dict, methods: Sequence[str]) -> dict[str, RunConfig]:
@@ -65,10 +75,15 @@ def run_methods(base: dict, methods: Sequence[str], out_dir: str | Path, train: 
     before the first run starts. By default the local engine trains them, on one shared dataset."""
     configs = method_configs(base, methods)
     if train is None:
-        first = next(iter(configs.values()))
-        data = build_data(first.data) if first.data.source == "memory" else None
+        data = shared_data(next(iter(configs.values())))
         train = lambda cfg, run_dir: LocalTrainer(cfg, run_dir, data=data).fit()  # noqa: E731
     return {preset: train(cfg, Path(out_dir) / preset) for preset, cfg in configs.items()}
+
+
+def shared_data(cfg: RunConfig) -> LongTailData | None:
+    """The in-memory dataset that every local run of a comparison trains on, built once (their data
+    sections agree); None when the runs stream shards, which each run reads itself."""
+    return build_data(cfg.data) if cfg.data.source == "memory" else None
 
 
 def write_comparison(results: dict[str, TrainResult], out_dir: str | Path) -> str:
@@ -84,14 +99,4 @@ def write_comparison(results: dict[str, TrainResult], out_dir: str | Path) -> st
 def plot_geometry(results: dict[str, TrainResult], class_counts: Sequence[int], out_dir: str | Path) -> list[Path]:
     """Cosine heatmaps of the classifier vectors and of the class means, one panel per method,
     classes ordered by training count (head first)."""
-    order = torch.argsort(torch.as_tensor(class_counts), descending=True, stable=True)
-    order_note = "sorted by training count, head \u2192 tail"
-    paths = []
-    for kind, attr in (("classifier", "classifier"), ("class_means", "class_means")):
-        path = Path(out_dir) / f"heatmap_{kind}.png"
-        panels = {display_name(name): getattr(r.evaluation, attr)[order] for name, r in results.items()}
-        what = "classifier vectors" if kind == "classifier" else "class means (training set)"
-        title = f"Cosines of the centred {what}; a simplex ETF has {-1 / (len(class_counts) - 1):.2f} off the diagonal"
-        plot_cosine_heatmaps(panels, path, title=title, class_order=order_note)
-        paths.append(path)
-    return paths
+    return plot_cosine_geometry({display_name(name): r.evaluation for name, r in results.items()}, class_counts, out_dir)

@@ -56,6 +56,10 @@ class DataConfig(Section):
     image_size: int = Field(32, ge=4)
     channels: int = Field(3, ge=1)
     synthetic_test_per_class: int = Field(20, ge=1)
+    val_per_class: int = Field(
+        0, ge=0, description="Built-in datasets: images per class held out as a balanced validation split, "
+        "disjoint from train and test (digits-LT and CIFAR-LT take them from the training images); 0: no val split.",
+    )
     augment: Literal["none", "shift", "cifar", "imagenet"] = "none"
     randaugment: bool = Field(False, description="RandAugment on top of the ImageNet-style augmentation.")
     batch_size: int = Field(128, ge=1)
@@ -251,8 +255,15 @@ class DistributedConfig(Section):
 
 # ----------------------------------------------------------------------------------------- tracking
 class TrackingConfig(Section):
+    enabled: bool = Field(True, description="Log the run to MLflow (rank 0 only).")
     experiment: str = "allnc"
-    mlflow_uri: str | None = None
+    mlflow_uri: str | None = Field(
+        None, description="Tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the launch directory. "
+        "Runs that log concurrently (sweeps) need an http:// server: one SQLite file takes one writer.",
+    )
+    log_every_steps: int = Field(10, ge=1, description="Per-step loss parts go to MLflow every N steps.")
+    system_metrics: bool = Field(True, description="CPU, memory, disk, network (and GPU) as system/... metrics.")
+    system_metrics_interval_s: float = Field(10.0, gt=0.0, description="Sampling interval of the system metrics.")
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -274,6 +285,10 @@ class TrainConfig(Section):
     # the run resumed from a checkpoint.
     fail_at_step: int | None = Field(None, ge=1)
     fail_rank: int = Field(0, ge=0)
+    eval_split: Literal["test", "val"] = Field(
+        "test", description="Split the periodic and final evaluation measure accuracy on; 'val' for model "
+        "selection (sweeps). Neural-Collapse metrics are always measured on the training set.",
+    )
 
 
 class RunConfig(Section):
@@ -296,6 +311,11 @@ class RunConfig(Section):
         if self.train.checkpoint_every_steps and self.data.source != "shards":
             raise ValueError(
                 "train.checkpoint_every_steps needs data.source='shards': only the shard reader resumes inside an epoch"
+            )
+        if self.train.eval_split == "val" and self.data.source == "memory" and self.data.val_per_class == 0:
+            raise ValueError(
+                "train.eval_split='val' needs a validation split: set data.val_per_class > 0 (images per class "
+                "held out of training), or stream shards that have a val/ set (data.source=shards)"
             )
         if self.data.name.startswith("cifar") and self.data.root is None:
             raise ValueError(

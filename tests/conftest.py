@@ -10,6 +10,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
+# Runs log to MLflow by default (sqlite:///mlflow.db in the working directory); tests log to a
+# session-wide SQLite store instead, never to the repository.
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{os.path.join(_STATE, 'mlflow.db')}"
 
 import pytest  # noqa: E402
 

@@ -45,7 +45,8 @@ def test_profile_cifar10_ir100_exact() -> None:
 # ------------------------------------------------------------------------------------------- digits
 def test_digits_lt_splits_disjoint_balanced_and_long_tailed() -> None:
     _, labels = load_digit_images()
-    train, test = digits_lt_split_indices(labels, test_per_class=50, imbalance_ratio=100, seed=0)
+    split = digits_lt_split_indices(labels, test_per_class=50, imbalance_ratio=100, seed=0)
+    train, test = split.train, split.test
     assert not set(train.tolist()) & set(test.tolist())
     assert torch.bincount(labels[test], minlength=10).tolist() == [50] * 10
 

@@ -14,7 +14,9 @@ from allnc_dist.metrics import (
     class_splits,
     nc_metrics,
     pairwise_cosines,
+    per_class_accuracy,
     plot_cosine_heatmaps,
+    plot_per_class_accuracy,
 )
 
 NC2_KEYS = [f"nc2_{part}_{name}" for part in ("means", "classifier") for name in ("equinorm", "equiangular", "maxangle")]
@@ -180,6 +182,15 @@ def test_accuracy_by_split_by_hand():
     assert accuracies == pytest.approx({"top1": 500 / 9, "many": 75.0, "medium": 200 / 3, "few": 0.0})
 
 
+def test_per_class_accuracy_by_hand():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 3, 3])
+    predictions = torch.tensor([0, 0, 0, 1, 1, 0, 2, 0, 1])
+    # class 0: 3/4, class 1: 1/2, class 2: 1/1, class 3: 0/2, class 4: no sample.
+    accuracy = per_class_accuracy(predictions, labels, num_classes=5)
+    assert accuracy[:4].tolist() == pytest.approx([75.0, 50.0, 100.0, 0.0])
+    assert math.isnan(accuracy[4].item())
+
+
 def test_accuracy_by_split_empty_split_is_nan():
     accuracies = accuracy_by_split(torch.tensor([0, 1]), torch.tensor([0, 1]), {"many": [0, 1], "few": []})
     assert accuracies["top1"] == 100.0 and accuracies["many"] == 100.0
@@ -203,3 +214,16 @@ def test_plot_cosine_heatmaps_writes_png(tmp_path, num_classes):
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE
     assert len(data) > 10_000
+
+
+def test_plot_per_class_accuracy_writes_a_labelled_png(tmp_path):
+    from PIL import Image
+
+    counts = [500, 300, 120, 60, 30, 15, 8, 5]  # every split present, not in index order below
+    order = [3, 0, 7, 1, 5, 2, 6, 4]
+    counts = [counts[i] for i in order]
+    accuracy = torch.tensor([90.0, 80.0, 70.0, 60.0, 50.0, 40.0, float("nan"), 20.0])
+    path = tmp_path / "per_class.png"
+    plot_per_class_accuracy(accuracy, counts, path, title="test accuracy per class")
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 400

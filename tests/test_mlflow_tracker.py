@@ -4,77 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
 
 import pytest
+import torch
 
+from allnc_dist.tracking.server import MlflowServer, free_port
 from allnc_dist.tracking.mlflow_tracker import FALLBACK_NAME, MlflowTracker, flatten_config
 
 MODULE_LOGGER = "allnc_dist.tracking.mlflow_tracker"
-MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.log = open(root / "server.log", "w")
-        self.proc = subprocess.Popen(
-            [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--default-artifact-root", str(root / "artifacts"), "--workers", "1"],
-            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("mlflow server did not answer /health within 120 s")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=15)
-        self.log.close()
-
-    def get(self, endpoint: str, **query) -> dict:
-        url = f"{self.url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return json.loads(r.read())
+class Server(MlflowServer):
+    """The library's private server, with the metric history the tests read."""
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         metrics = self.get("metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
@@ -176,7 +121,7 @@ def test_reopen_continues_the_same_run(server, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_dead_server_never_raises_and_falls_back(tmp_path, caplog):
-    uri = f"http://127.0.0.1:{_free_port()}"  # nobody listens here
+    uri = f"http://127.0.0.1:{free_port()}"  # nobody listens here
     fb = tmp_path / "fb"
     tracker = MlflowTracker(uri, "exp-dead", "run-dead", fb)
     with caplog.at_level(logging.WARNING, logger=MODULE_LOGGER):
@@ -274,5 +219,22 @@ def test_local_trainer_logs_to_mlflow_and_a_resumed_run_continues_the_same_run(t
     assert run.data.params["data.batch_size"] == "32" and run.data.params["method.preset"] == "allnc"
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [9, 18]
     assert "eval/acc_top1" in run.data.metrics and "eval/few_cos_classifier" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run_id, "step/loss_total")] == [10]  # log_every_steps=10
     assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "report.json", "metrics.jsonl"}
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} == {
+        "plots/heatmap_classifier.png", "plots/heatmap_class_means.png", "plots/per_class_accuracy.png"}
+    model = torch.load(client.download_artifacts(run_id, "model/model.pt", str(tmp_path)), weights_only=True)
+    assert set(model) == {"model", "objective", "class_counts", "config"} and model["class_counts"][0] > model["class_counts"][-1]
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_tracking_defaults_to_the_environment_or_sqlite_in_the_working_directory(tmp_path, monkeypatch):
+    from allnc_dist.tracking import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"  # absolute: workers run elsewhere
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5001"
+    assert resolve_tracking_uri("sqlite:////data/runs.db") == "sqlite:////data/runs.db"

@@ -1,17 +1,21 @@
-"""The distributed engine for real: Ray Train workers (CPU, gloo) running DeepSpeed on digits-LT shards.
+"""The distributed engine for real: Ray Train workers (CPU, gloo) running DeepSpeed on digits-LT shards,
+logging to a real `mlflow server` on 127.0.0.1.
 
 Every fit starts real Ray Train workers and DeepSpeed engines, so the module keeps their number small:
 ZeRO-1 and ZeRO-2 on 2 workers, 1 worker with twice the batch, and one run that loses a worker.
 """
 
+import io
 import json
+import urllib.parse
+import urllib.request
 
 import pytest
 import torch
 
 from allnc_dist.config import load_config
 from allnc_dist.engine.ray_train import ensure_ray, fit_on_ray
-from allnc_dist.tracking import RunDirectory
+from allnc_dist.tracking import MlflowServer, RunDirectory
 
 # A BN-free model, no augmentation and GBBN's loss-based re-balancing (no re-balanced stream, whose
 # draws depend on the rank): the batches, and so the run, depend on the global batch only.
@@ -30,6 +34,31 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
+
+
+def tracked_by(server, experiment):
+    return [f"tracking.mlflow_uri={server.url}", f"tracking.experiment={experiment}", "tracking.log_every_steps=3",
+            "tracking.system_metrics_interval_s=1"]
+
+
+def runs_of(server, experiment) -> list[dict]:
+    experiment_id = server.get("experiments/get-by-name", experiment_name=experiment)["experiment"]["experiment_id"]
+    request = urllib.request.Request(f"{server.url}/api/2.0/mlflow/runs/search", method="POST",
+                                     data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read()).get("runs", [])
+
+
+def history_steps(server, run_id, key) -> list[int]:
+    history = server.get("metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
+    return sorted(int(m["step"]) for m in history)
+
+
 def fit(shards, run_dir, *overrides):
     cfg = load_config(None, ["data.source=shards", f"data.shards={shards}", *DETERMINISTIC, *overrides])
     return fit_on_ray(cfg, run_dir)
@@ -40,9 +69,10 @@ def train_losses(run_dir) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def zero1(digits_shards, tmp_path_factory):
+def zero1(digits_shards, tmp_path_factory, mlflow_server):
     run_dir = tmp_path_factory.mktemp("ray") / "zero1"
-    return fit(digits_shards, run_dir, *TWO_WORKERS, "distributed.zero_stage=1", "distributed.check_consistency=true")
+    return fit(digits_shards, run_dir, *TWO_WORKERS, "distributed.zero_stage=1", "distributed.check_consistency=true",
+               "train.eval_every=1", *tracked_by(mlflow_server, "zero1"))
 
 
 @pytest.mark.parametrize("preset,stage", [("allnc", 1), ("allnc", 2), ("etf_dr", 1)])
@@ -69,11 +99,49 @@ def test_two_workers_with_batch_b_equal_one_worker_with_batch_2b(zero1, digits_s
     torch.testing.assert_close(single.evaluation.class_means, zero1.evaluation.class_means, rtol=1e-4, atol=1e-5)
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint_inside_the_epoch(zero1, digits_shards, tmp_path):
+def test_rank_0_logs_params_metrics_and_plots_to_the_mlflow_server(zero1, mlflow_server):
+    (run,) = runs_of(mlflow_server, "zero1")
+    run_id = run["info"]["run_id"]
+    assert run["info"]["status"] == "FINISHED"
+    assert RunDirectory(zero1.run_dir.path).read_mlflow_run_id() == run_id
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["distributed.num_workers"] == "2" and params["data.batch_size"] == "16"
+    assert params["method.preset"] == "allnc"
+    for key in ("train/loss", "eval/acc_top1", "eval/acc_few", "eval/nc1", "eval/nc2_means_maxangle",
+                "eval/nc2_classifier_maxangle", "eval/nc3", "eval/few_cos_classifier", "eval/few_cos_means",
+                "train/images_per_s"):
+        assert history_steps(mlflow_server, run_id, key) == [9, 18], key  # once per epoch
+    assert history_steps(mlflow_server, run_id, "step/loss_total") == [3, 6, 9, 12, 15, 18]
+    assert any(m["key"].startswith("system/") for m in run["data"]["metrics"])
+    final = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert final["eval/acc_top1"] == pytest.approx(zero1.report["metrics"]["acc_top1"])
+
+    from PIL import Image
+
+    for name in ("heatmap_classifier.png", "heatmap_class_means.png", "per_class_accuracy.png"):
+        query = urllib.parse.urlencode({"path": f"plots/{name}", "run_uuid": run_id})
+        with urllib.request.urlopen(f"{mlflow_server.url}/get-artifact?{query}", timeout=10) as response:
+            png = response.read()
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG" and min(image.size) > 200, name
+        image.verify()
+    query = urllib.parse.urlencode({"path": "model/model.pt", "run_uuid": run_id})
+    with urllib.request.urlopen(f"{mlflow_server.url}/get-artifact?{query}", timeout=10) as response:
+        model = torch.load(io.BytesIO(response.read()), weights_only=True)
+    assert model["objective"]["trackers"] and all(t["step"] == STEPS for t in model["objective"]["trackers"])
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint_inside_the_epoch(zero1, digits_shards, tmp_path,
+                                                                           mlflow_server):
     run_dir = tmp_path / "faulty"
     result = fit(digits_shards, run_dir, *TWO_WORKERS, "distributed.zero_stage=1", "distributed.max_failures=1",
-                 "train.checkpoint_every_steps=4", "train.fail_at_step=6", "train.fail_rank=1")
+                 "train.checkpoint_every_steps=4", "train.fail_at_step=6", "train.fail_rank=1",
+                 *tracked_by(mlflow_server, "faulty"))
     assert result.report["steps"] == STEPS
+    # The restarted workers continued the driver's MLflow run: one run, finished, every epoch in it.
+    (run,) = runs_of(mlflow_server, "faulty")
+    assert run["info"]["status"] == "FINISHED"
+    assert history_steps(mlflow_server, run["info"]["run_id"], "train/loss") == [9, 18]
 
     resumes = [r for r in RunDirectory(run_dir).read_metrics() if r["split"] == "resume"]
     assert len(resumes) == 1, resumes

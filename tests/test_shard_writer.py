@@ -114,7 +114,7 @@ def digits_written(digits_sources: Sources, tmp_path_factory: pytest.TempPathFac
 # ----------------------------------------------------------------------------------- raw accessors
 def test_raw_image_gives_the_source_uint8_pixels() -> None:
     digits = load_digits()
-    train_indices, _ = digits_lt_split_indices(torch.as_tensor(digits.target), 50, 100.0, seed=0)
+    train_indices = digits_lt_split_indices(torch.as_tensor(digits.target), 50, 100.0, seed=0).train
     # The digits' 0..16 intensities, scaled as docs/shards.md says (np.round rounds half to even).
     expected = torch.as_tensor(np.round(digits.images * 255 / 16), dtype=torch.uint8)[train_indices].unsqueeze(1)
     train = build_data(DataConfig(name="digits_lt")).train_eval

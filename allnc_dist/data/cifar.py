@@ -4,6 +4,12 @@ downloaded).
 Training split: per class, the first n_k images of a seeded order, n_k following the exponential
 profile with n_max = the per-class size of the standard training set (5000 for CIFAR-10, 500 for
 CIFAR-100). The test split is the full, balanced test set.
+
+Validation split (data.val_per_class > 0): the first val_per_class images of each class's seeded
+order in the *training* batches, held out before the profile is applied, so the training split
+follows the profile from n_max = 5000 - val_per_class (CIFAR-10) or 500 - val_per_class (CIFAR-100).
+With val_per_class = 0 (the default) the training split is the standard one (12,406 images for
+CIFAR-10 at IR 100).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 
 from ..config import DataConfig
 from .datasets import LongTailData, tensor_long_tail_data
-from .profiles import exponential_profile, shuffled_class_indices, take_per_class
+from .profiles import exponential_profile, shuffled_class_indices, split_off_per_class, take_per_class
 
 CIFAR_IMAGE_SHAPE = (3, 32, 32)
 
@@ -88,24 +94,32 @@ def read_class_names(folder: Path, layout: CifarLayout) -> list[str]:
     return [name.decode() for name in read_pickle(folder / layout.meta_file)[layout.names_key]]
 
 
-def long_tail_indices(
-    labels: torch.Tensor, num_classes: int, imbalance_ratio: float, seed: int, layout: CifarLayout
-) -> torch.Tensor:
-    """Indices of the long-tailed training subset.
+def train_val_split_indices(
+    labels: torch.Tensor, num_classes: int, imbalance_ratio: float, seed: int, layout: CifarLayout, val_per_class: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into the training batches of the long-tailed training subset and of the balanced
+    validation split (empty for val_per_class = 0), held out first.
 
-    n_max is the smallest class's size: 5000 (CIFAR-10) or 500 (CIFAR-100) on the standard data, where
-    every class is complete. Anything else (a partial copy) is used as it is, with a warning, since the
-    published counts then no longer apply.
+    n_max is the smallest class's size after the hold-out: 5000 - val_per_class (CIFAR-10) or
+    500 - val_per_class (CIFAR-100) on the standard data, where every class is complete. Anything else
+    (a partial copy) is used as it is, with a warning, since the published counts then no longer apply.
     """
-    class_indices = shuffled_class_indices(labels, num_classes, seed)
-    n_max = min(len(indices) for indices in class_indices)
-    if n_max != layout.per_class:
+    smallest_class = min(torch.bincount(labels, minlength=num_classes).tolist())
+    if val_per_class >= smallest_class:
+        raise ValueError(
+            f"the smallest {layout.title} class has {smallest_class} training images, so "
+            f"data.val_per_class={val_per_class} leaves it none to train on"
+        )
+    val, pools = split_off_per_class(shuffled_class_indices(labels, num_classes, seed), val_per_class)
+    n_max = smallest_class - val_per_class
+    if smallest_class != layout.per_class:
         warnings.warn(
-            f"{layout.title} training files hold {n_max} images for their smallest class, not the standard "
-            f"{layout.per_class}: the long-tailed profile starts at n_max={n_max}, so counts differ from the papers'",
+            f"{layout.title} training files hold {smallest_class} images for their smallest class, not the "
+            f"standard {layout.per_class}: the long-tailed profile starts at n_max={n_max}, so counts differ "
+            "from the papers'",
             stacklevel=2,
         )
-    return take_per_class(class_indices, exponential_profile(n_max, num_classes, imbalance_ratio))
+    return take_per_class(pools, exponential_profile(n_max, num_classes, imbalance_ratio)), val
 
 
 def build_cifar_lt(cfg: DataConfig) -> LongTailData:
@@ -118,7 +132,15 @@ def build_cifar_lt(cfg: DataConfig) -> LongTailData:
     class_names = read_class_names(folder, layout)
     train_images, train_labels = read_split(folder, layout.train_files, layout.label_key)
     test_images, test_labels = read_split(folder, layout.test_files, layout.label_key)
-    keep = long_tail_indices(train_labels, len(class_names), cfg.imbalance_ratio, cfg.seed, layout)
+    keep, val = train_val_split_indices(
+        train_labels, len(class_names), cfg.imbalance_ratio, cfg.seed, layout, cfg.val_per_class
+    )
     return tensor_long_tail_data(
-        train_images[keep], train_labels[keep], test_images, test_labels, class_names, cfg.augment
+        train_images[keep],
+        train_labels[keep],
+        test_images,
+        test_labels,
+        class_names,
+        cfg.augment,
+        val=(train_images[val], train_labels[val]) if cfg.val_per_class else None,
     )

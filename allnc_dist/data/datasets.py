@@ -127,6 +127,7 @@ class LongTailData:
     class_counts: list[int]  # training images per class, length K
     class_names: list[str]
     image_shape: tuple[int, int, int]  # (C, H, W)
+    val: Dataset | None = None  # balanced, not augmented; None without a validation split
 
     @property
     def num_classes(self) -> int:
@@ -140,8 +141,10 @@ def tensor_long_tail_data(
     test_labels: torch.Tensor,
     class_names: list[str],
     augment: Augment,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LongTailData:
-    """Bundle in-memory splits, normalised with the training split's statistics."""
+    """Bundle in-memory splits, normalised with the training split's statistics; `val` is the optional
+    validation split's (images, labels)."""
     image_shape = tuple(train_images.shape[1:])
     mean, std = channel_mean_std(train_images.split(STATS_CHUNK))
     augmented = build_transform(augment, image_shape[1:], mean, std)
@@ -154,4 +157,5 @@ def tensor_long_tail_data(
         class_counts=torch.bincount(train_labels, minlength=len(class_names)).tolist(),
         class_names=class_names,
         image_shape=image_shape,
+        val=TensorImageDataset(*val, plain) if val is not None else None,
     )

@@ -44,3 +44,12 @@ def take_per_class(class_indices: Sequence[torch.Tensor], counts: Sequence[int])
         if count > len(indices):
             raise ValueError(f"class {k} has {len(indices)} samples, cannot take {count}")
     return torch.cat([indices[:count] for indices, count in zip(class_indices, counts)])
+
+
+def split_off_per_class(
+    class_indices: Sequence[torch.Tensor], count: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The first `count` indices of each class's list (concatenated class by class), and the rest of
+    each list, for the next split to draw from."""
+    held_out = take_per_class(class_indices, [count] * len(class_indices))
+    return held_out, [indices[count:] for indices in class_indices]

@@ -7,6 +7,9 @@ ImageNet-LT's shape (1000 classes at 224 x 224; 229,853 training images under th
 at IR 256) costs only the labels. The nuisance lives in the same low-resolution space as the
 prototypes, so classes overlap: the task is learnable but not trivial (with 3 channels, nearest-
 prototype accuracy is ~89% at K = 10).
+
+The balanced test split and the optional balanced validation split (data.val_per_class) are drawn
+like the training split, each from its own noise stream, so the three are disjoint by construction.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from ..config import DataConfig
 from .datasets import ImageTransform, LongTailData, build_transform, channel_mean_std
 from .profiles import exponential_profile
 
-Split = Literal["train", "test"]
+Split = Literal["train", "val", "test"]
 
 PATTERN_SIZE = 4
 NUISANCE_STD = 2.0
 PIXEL_NOISE_STD = 0.5
 # Independent random streams: class prototypes, and the noise of each split's items.
 PROTOTYPE_STREAM = 0
-SPLIT_STREAMS = {"train": 1, "test": 2}
+SPLIT_STREAMS = {"train": 1, "test": 2, "val": 3}
 # uint8 encoding of the raw float pixels (shards store images as uint8): 128 + 16 x, rounded and clipped,
 # covers [-8, 8) in steps of 1/16, a fine grid next to the pixel noise (std 0.5); pixel values have a
 # std of about 1.8, so clipping touches about 4 in 10^5 of them.
@@ -106,6 +109,7 @@ def build_synthetic_lt(cfg: DataConfig) -> LongTailData:
     class_counts = exponential_profile(cfg.max_per_class, cfg.num_classes, cfg.imbalance_ratio)
     train_labels = class_sorted_labels(class_counts)
     test_labels = class_sorted_labels([cfg.synthetic_test_per_class] * cfg.num_classes)
+    val_labels = class_sorted_labels([cfg.val_per_class] * cfg.num_classes)
 
     def dataset(labels: torch.Tensor, split: Split, transform: ImageTransform) -> SyntheticImageDataset:
         return SyntheticImageDataset(labels, split, cfg.seed, image_shape, transform)
@@ -121,4 +125,5 @@ def build_synthetic_lt(cfg: DataConfig) -> LongTailData:
         class_counts=class_counts,
         class_names=[f"class_{k}" for k in range(cfg.num_classes)],
         image_shape=image_shape,
+        val=dataset(val_labels, "val", plain) if cfg.val_per_class else None,
     )

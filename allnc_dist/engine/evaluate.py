@@ -1,5 +1,6 @@
-"""Evaluation: top-1 overall and Many / Medium / Few on the test split, and the Neural-Collapse
-geometry of the network as it predicts (both branches at alpha = test_alpha).
+"""Evaluation: top-1 overall and Many / Medium / Few on the evaluated split (test, or val with
+train.eval_split=val), and the Neural-Collapse geometry of the network as it predicts (both
+branches at alpha = test_alpha).
 
 The geometry is measured on the concatenation of the branch features, against the concatenation of
 the branch classifiers: the mixed logits alpha W_c f_c + (1 - alpha) W_r f_r are exactly that
@@ -15,7 +16,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..method.gbbn import GBBNNetwork
-from ..metrics import accuracy_by_split, class_means, class_splits, nc_metrics
+from ..metrics import accuracy_by_split, class_means, class_splits, nc_metrics, per_class_accuracy
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Evaluation:
     metrics: dict[str, float]
     classifier: torch.Tensor  # (K, D_total), for plots
     class_means: torch.Tensor  # (K, D_total) training-set means, for plots
+    per_class_accuracy: torch.Tensor  # (K,) percent on the evaluated split, for plots
 
 
 def evaluate(
@@ -69,9 +71,11 @@ def evaluate(
 ) -> Evaluation:
     splits = class_splits(class_counts)
     test = collect_outputs(model, test_loader, alpha, device, autocast)
-    metrics = {f"acc_{k}": v for k, v in accuracy_by_split(test.logits.argmax(1), test.labels, splits).items()}
+    predictions = test.logits.argmax(1)
+    metrics = {f"acc_{k}": v for k, v in accuracy_by_split(predictions, test.labels, splits).items()}
+    per_class = per_class_accuracy(predictions, test.labels, len(class_counts))
     train = collect_outputs(model, train_eval_loader, alpha, device, autocast)
     classifier = inference_classifier(model)
     metrics.update(nc_metrics(train.features, train.labels, classifier, few_classes=splits["few"]))
     means = class_means(train.features, train.labels, len(class_counts))
-    return Evaluation(metrics, classifier, means)
+    return Evaluation(metrics, classifier, means, per_class)

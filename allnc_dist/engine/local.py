@@ -22,7 +22,10 @@ from ..data import LongTailData, build_data
 from ..method.gbbn import GBBNNetwork, cumulative_alpha
 from ..method.objective import AllNCObjective
 from ..models import build_backbone
-from ..tracking import MlflowTracker, RunDirectory, flatten_config
+from ..durable_files import atomic_output
+from ..metrics import plot_per_class_accuracy
+from ..metrics.plots import plot_geometry
+from ..tracking import MlflowTracker, RunDirectory, open_run_tracker
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import Evaluation, evaluate
 from .schedule import lr_factor
@@ -92,8 +95,10 @@ class LocalTrainer:
 
     rank = 0  # this process's rank (fault injection and logging look at it)
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, data: LongTailData | None = None) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, data: LongTailData | None = None,
+                 parent_run_id: str | None = None) -> None:
         self.cfg = cfg
+        self.parent_run_id = parent_run_id  # the MLflow run this one nests under (a sweep, an ablation)
         self.run_dir = RunDirectory(run_dir)
         self.device = self.pick_device()
         torch.manual_seed(cfg.train.seed)
@@ -117,6 +122,7 @@ class LocalTrainer:
         self.resumed = False
         self.mlflow_run_id: str | None = None  # kept in checkpoints: a resumed run continues its MLflow run
         self.tracker: MlflowTracker | None = None
+        self.step_rows: list[tuple[int, dict[str, float]]] = []  # per-step losses not yet sent to MLflow
 
     # ------------------------------------------------------------------- parts a worker replaces
     accumulation = 1  # batches per optimiser update
@@ -150,12 +156,12 @@ class LocalTrainer:
             train_metrics = self.train_epoch()
             self.epoch += 1
             self.log({"split": "train", "epoch": self.epoch, "step": self.step, **train_metrics})
-            if self._due(self.cfg.train.eval_every):
-                final = self.evaluate()
-                if final is not None:
-                    self.log({"split": "eval", "epoch": self.epoch, "step": self.step, **final.metrics})
-            if self._due(self.cfg.train.checkpoint_every):
-                self.save()
+            evaluated = self._due(self.cfg.train.eval_every)
+            evaluation = self.evaluate() if evaluated else None
+            if evaluation is not None:  # None on the ranks that do not evaluate
+                final = evaluation
+                self.log({"split": "eval", "epoch": self.epoch, "step": self.step, **evaluation.metrics})
+            self.end_epoch(evaluation if evaluated else None, checkpoint=self._due(self.cfg.train.checkpoint_every))
         final = final or self.evaluate()
         report = self.report(final, time.time() - started)
         self.finish(report, final)
@@ -180,9 +186,13 @@ class LocalTrainer:
             images += len(batch)
             for k, v in values.items():
                 totals[k] = totals.get(k, 0.0) + v
+            images_per_s = images / (time.time() - started)
             bar.set_postfix(loss=f"{values['total']:.3f}", cls=f"{values['classification']:.3f}",
                             hycon=f"{values['hycon']:.3f}", p2p=f"{values['p2p']:.3f}",
-                            img_s=f"{images / (time.time() - started):.0f}", alpha=f"{alpha:.2f}")
+                            img_s=f"{images_per_s:.0f}", alpha=f"{alpha:.2f}")
+            if self.step % self.cfg.tracking.log_every_steps == 0:
+                self.step_rows.append((self.step, {**{f"step/loss_{k}": v for k, v in values.items()},
+                                                   "step/alpha": alpha, "step/images_per_s": images_per_s}))
             self.after_step()
         bar.close()
         metrics = {f"loss_{k}" if k != "total" else "loss": v / max(steps, 1) for k, v in totals.items()}
@@ -196,18 +206,24 @@ class LocalTrainer:
         if self.tracker is not None:
             numbers = {f"{record['split']}/{k}": v for k, v in record.items()
                        if isinstance(v, (int, float)) and k not in ("epoch", "step")}
-            self.tracker.log_metrics({**numbers, "epoch": record["epoch"]}, step=record["step"])
+            rows, self.step_rows = self.step_rows, []
+            self.tracker.log_metric_rows([*rows, (record["step"], {**numbers, "epoch": record["epoch"]})])
 
     def start_tracking(self) -> None:
-        """Rank 0 opens (or, resumed, reopens) the MLflow run when tracking.mlflow_uri is set."""
-        t = self.cfg.tracking
-        if self.rank != 0 or not t.mlflow_uri:
+        """Rank 0 opens the run's MLflow run, or reopens it when this run resumes (tracking.enabled)."""
+        if self.rank != 0:
             return
-        self.tracker = MlflowTracker(t.mlflow_uri, t.experiment, self.cfg.name, self.run_dir.path,
-                                     run_id=self.mlflow_run_id)
-        self.mlflow_run_id = self.tracker.start()
-        if not self.resumed:
-            self.tracker.log_params(flatten_config(self.cfg.model_dump(mode="json")))
+        self.tracker = open_run_tracker(self.cfg, self.run_dir, self.mlflow_run_id, self.parent_run_id)
+        if self.tracker is None:
+            return
+        self.mlflow_run_id = self.tracker.run_id or self.mlflow_run_id
+        if self.cfg.tracking.system_metrics:
+            self.tracker.start_system_metrics(self.cfg.tracking.system_metrics_interval_s, resume=self.resumed)
+
+    def end_epoch(self, evaluation: Evaluation | None, checkpoint: bool) -> None:
+        """After an epoch's evaluation (if one was due): checkpoint when due."""
+        if checkpoint:
+            self.save()
 
     def after_step(self) -> None:
         """Checkpoint inside the epoch when asked to, and inject the configured fault."""
@@ -279,16 +295,39 @@ class LocalTrainer:
         self.objective.load_state_dict(state["objective"])
         self.streams.load_state_dict(state["streams"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.mlflow_run_id = state.get("mlflow_run_id")
+        self.mlflow_run_id = state.get("mlflow_run_id") or self.mlflow_run_id
 
     def finish(self, report: dict, final: Evaluation) -> None:
-        """Write the report and the final geometry (classifier and class means, for plots)."""
+        """Write the report, the final geometry (classifier, class means, per-class accuracy), the
+        plots and the model with its class-mean trackers; send them to MLflow."""
         self.run_dir.write_report(report)
-        torch.save({"classifier": final.classifier, "class_means": final.class_means}, self.run_dir.geometry_path)
+        torch.save({"classifier": final.classifier, "class_means": final.class_means,
+                    "per_class_accuracy": final.per_class_accuracy}, self.run_dir.geometry_path)
+        plots = self.plot(final)
+        with atomic_output(self.run_dir.model_path) as tmp:
+            torch.save(self.model_state(), tmp)
         if self.tracker is not None:
             for path in (self.run_dir.config_path, self.run_dir.report_path, self.run_dir.metrics_path):
                 self.tracker.log_artifact(path)
+            for path in plots:
+                self.tracker.log_artifact(path, "plots")
+            self.tracker.log_artifact(self.run_dir.model_path, "model")
             self.tracker.finish()
+
+    def model_state(self) -> dict:
+        """The trained network with its class-mean trackers, as plain tensors (load with weights_only=True)."""
+        return {"model": self.model.state_dict(), "objective": self.objective.state_dict(),
+                "class_counts": list(self.class_counts), "config": self.cfg.model_dump(mode="json")}
+
+    def plot(self, final: Evaluation) -> list[Path]:
+        """The cosine heatmaps and the per-class accuracy of the final model, in <run dir>/plots."""
+        folder = self.run_dir.plots_path
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = plot_geometry({self.cfg.name: final}, self.class_counts, folder)
+        accuracy_path = folder / "per_class_accuracy.png"
+        plot_per_class_accuracy(final.per_class_accuracy, self.class_counts, accuracy_path,
+                                title=f"{self.cfg.name}: {self.cfg.train.eval_split} accuracy per class against training count")
+        return [*paths, accuracy_path]
 
     # ---------------------------------------------------------------------------------- report
     def report(self, final: Evaluation, seconds: float) -> dict:

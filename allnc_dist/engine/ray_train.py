@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..tracking import RunDirectory
+from ..tracking import RunDirectory, open_run_tracker, resolve_tracking_uri
 from .evaluate import Evaluation
 from .local import TrainResult
 
@@ -92,8 +92,12 @@ def ray_run_name(run_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_dir.parent.name}-{run_dir.name}").strip("-")
 
 
-def fit_on_ray(cfg: RunConfig, run_dir: str | Path) -> TrainResult:
-    """Train `cfg` on Ray Train workers; the run directory ends up as the local engine's does."""
+def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = None,
+               parent_run_id: str | None = None) -> TrainResult:
+    """Train `cfg` on Ray Train workers; the run directory ends up as the local engine's does.
+
+    `callbacks` go to Ray Train's RunConfig (a sweep passes `TuneReportCallback()`); the MLflow run
+    nests under `parent_run_id` when one is given."""
     from ray.train import FailureConfig, ScalingConfig  # noqa: PLC0415
     from ray.train import RunConfig as RayRunConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
@@ -104,6 +108,9 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path) -> TrainResult:
         raise ValueError("the Ray engine streams shards: set data.source=shards and data.shards (see `allnc shards`)")
     d = cfg.distributed
     run_dir = Path(run_dir).resolve()
+    cfg = cfg.model_copy(deep=True)
+    cfg.tracking.mlflow_uri = resolve_tracking_uri(cfg.tracking.mlflow_uri)  # the same store from every node
+    mlflow_run_id = open_mlflow_run(cfg, RunDirectory(run_dir), parent_run_id)
     storage = Path(d.storage_path).resolve() if d.storage_path else run_dir / "ray"
     resources = {"GPU": d.gpus_per_worker} if d.gpus_per_worker > 0 else {}
     resources["CPU"] = d.cpus_per_worker
@@ -111,11 +118,11 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path) -> TrainResult:
     use_file_rendezvous = d.rendezvous == "file" or (d.rendezvous == "auto" and one_node())
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id},
         scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=str(storage),
-                                failure_config=FailureConfig(max_failures=d.max_failures)),
+                                failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
         torch_config=file_rendezvous_config(storage / "rendezvous") if use_file_rendezvous else None,
     )
     result = trainer.fit()
@@ -124,10 +131,19 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path) -> TrainResult:
     return load_result(RunDirectory(run_dir))
 
 
+def open_mlflow_run(cfg: RunConfig, run_dir: RunDirectory, parent_run_id: str | None) -> str | None:
+    """Create (or find again) the run's MLflow run here, in the driver, which outlives worker-group
+    restarts: every restart of the workers then continues this one run. Rank 0 logs to it."""
+    tracker = open_run_tracker(cfg, run_dir, parent_run_id=parent_run_id)
+    return tracker.run_id if tracker is not None else None
+
+
 def load_result(run_dir: RunDirectory) -> TrainResult:
     """The finished run's report and final geometry, as the local engine returns them."""
     import json  # noqa: PLC0415
 
     report = json.loads(run_dir.report_path.read_text())
     geometry = torch.load(run_dir.geometry_path, weights_only=True)
-    return TrainResult(report, Evaluation(report["metrics"], geometry["classifier"], geometry["class_means"]), run_dir)
+    evaluation = Evaluation(report["metrics"], geometry["classifier"], geometry["class_means"],
+                            geometry["per_class_accuracy"])
+    return TrainResult(report, evaluation, run_dir)

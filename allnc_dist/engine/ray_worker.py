@@ -13,6 +13,7 @@ ZeRO-3, where every rank must take part in each forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def weights_only_checkpoints(engine) -> None:
 class RayTrainWorker(LocalTrainer):
     """One rank of a Ray Train run; `fit()` resumes from Ray's latest checkpoint when there is one."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, mlflow_run_id: str | None = None) -> None:
         import ray.train  # noqa: PLC0415
 
         context = ray.train.get_context()
@@ -93,6 +94,7 @@ class RayTrainWorker(LocalTrainer):
         self.local_rank = context.get_local_rank()
         self.consistent_steps = 0  # steps whose parameters and class means were checked equal on all ranks
         super().__init__(cfg, run_dir)
+        self.mlflow_run_id = mlflow_run_id  # opened by the driver; rank 0 logs to it
 
     # -------------------------------------------------------------------------------- parts
     @property
@@ -178,14 +180,28 @@ class RayTrainWorker(LocalTrainer):
             return super().evaluate()
         return None
 
-    def save(self) -> None:
+    def end_epoch(self, evaluation: Evaluation | None, checkpoint: bool) -> None:
+        """Every rank reports when an evaluation or a checkpoint was due (the same epochs on all
+        ranks); rank 0's report carries the evaluation, which Ray Tune reads (`TuneReportCallback`)."""
+        evaluated = self._due(self.cfg.train.eval_every)
+        if not (evaluated or checkpoint):
+            return
+        metrics = {f"eval/{k}": v for k, v in evaluation.metrics.items()} if evaluation is not None else {}
+        if checkpoint:
+            self.save(metrics)
+        else:
+            import ray.train  # noqa: PLC0415
+
+            ray.train.report({"epoch": self.epoch, "step": self.step, **metrics})
+
+    def save(self, metrics: dict | None = None) -> None:
         """All ranks: DeepSpeed's collective save into a fresh folder, then report it to Ray."""
         import ray.train  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory(prefix="allnc-checkpoint-") as folder:
             self.engine.save_checkpoint(folder, tag=CHECKPOINT_TAG, client_state=self.loop_state())
-            metrics = {"epoch": self.epoch, "step": self.step}
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            report = {"epoch": self.epoch, "step": self.step, **(metrics or {})}
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     def restore_from(self, folder: Path) -> None:
         _, client_state = self.engine.load_checkpoint(str(folder), tag=CHECKPOINT_TAG)
@@ -194,13 +210,22 @@ class RayTrainWorker(LocalTrainer):
         self.load_loop_state(client_state)
 
     def finish(self, report: dict, final: Evaluation | None) -> None:
-        if self.rank == 0:
-            report["workers"] = self.world_size
-            report["zero_stage"] = self.cfg.distributed.zero_stage
-            report["consistent_steps"] = self.consistent_steps
-            super().finish(report, final)
+        with self.full_parameters():
+            if self.rank == 0:
+                report["workers"] = self.world_size
+                report["zero_stage"] = self.cfg.distributed.zero_stage
+                report["consistent_steps"] = self.consistent_steps
+                super().finish(report, final)
         if dist.is_initialized():
             dist.barrier()  # the run directory is complete before any rank returns
+
+    def full_parameters(self) -> contextlib.AbstractContextManager:
+        """All ranks: under ZeRO-3, gather the partitioned parameters so rank 0 can save the model."""
+        if self.cfg.distributed.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed  # noqa: PLC0415
+
+        return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
 
     def report(self, final: Evaluation | None, seconds: float) -> dict:
         if final is None:
@@ -211,4 +236,4 @@ class RayTrainWorker(LocalTrainer):
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train's entry point on every worker."""
     cfg = RunConfig.model_validate(loop_config["config"])
-    RayTrainWorker(cfg, RunDirectory(loop_config["run_dir"]).path).fit()
+    RayTrainWorker(cfg, RunDirectory(loop_config["run_dir"]).path, loop_config.get("mlflow_run_id")).fit()

@@ -1,5 +1,6 @@
 """Where an engine's batches come from: the uniform stream, paired with the re-balanced stream when
-GBBN re-balances by sampler, plus the evaluation loaders.
+GBBN re-balances by sampler, plus the evaluation loaders: the split `train.eval_split` names (test, or
+the validation split that sweeps select on) and the training split without augmentation.
 
 `InMemoryStreams` serves a map-style `LongTailData`; `ShardStreams` streams a shard set written by
 `allnc shards` (docs/shards.md). Each epoch's draws are seeded from (seed, epoch), so a resumed run
@@ -18,6 +19,7 @@ from ..config import RunConfig
 from ..data import LongTailData, make_rebalanced_sampler
 from ..data.datasets import build_eval_transform, build_transform
 from ..shards import RebalancedStream, ShardIndex, ShardLoader, ShardStream, load_index
+from ..shards.index import INDEX_FILE
 from ..shards.statistics import shard_channel_stats
 from .step import Batch
 
@@ -38,7 +40,7 @@ class TrainingStreams(Protocol):
     def batches(self, epoch: int) -> Iterator[Batch]: ...
 
     def eval_loaders(self) -> tuple[Iterable, Iterable]:
-        """(test split, training split without augmentation), each yielding (images, labels)."""
+        """(the train.eval_split split, training split without augmentation), each yielding (images, labels)."""
         ...
 
     def state_dict(self) -> dict:
@@ -53,6 +55,7 @@ class InMemoryStreams:
         self.cfg, self.data = cfg, data
         self.class_counts = list(data.class_counts)
         self.image_shape = data.image_shape
+        self.eval_split = in_memory_eval_split(cfg, data)
         n, b = len(data.train), cfg.data.batch_size
         self.drop_last = n >= b
         self.steps_per_epoch = n // b if self.drop_last else 1
@@ -73,7 +76,7 @@ class InMemoryStreams:
         return (Batch(x, y, xr, yr) for (x, y), (xr, yr) in zip(uniform, rebalanced))
 
     def eval_loaders(self) -> tuple[DataLoader, DataLoader]:
-        return self._loader(self.data.test), self._loader(self.data.train_eval)
+        return self._loader(self.eval_split), self._loader(self.data.train_eval)
 
     def state_dict(self) -> dict:
         return {}  # each epoch is drawn afresh from (seed, epoch)
@@ -84,7 +87,8 @@ class InMemoryStreams:
 
 class ShardStreams:
     """This rank's part of `<data.shards>/train`, with the re-balanced stream drawn from the same shards
-    when GBBN re-balances by sampler, and the whole of `<data.shards>/test` for evaluation.
+    when GBBN re-balances by sampler, and the whole of `<data.shards>/test` (or `<data.shards>/val`, with
+    train.eval_split=val) for evaluation.
 
     Every rank yields the same number of batches per epoch (see `ShardStream`). The images are
     normalised with statistics read from the training shards, identical on every rank.
@@ -93,8 +97,9 @@ class ShardStreams:
     def __init__(self, cfg: RunConfig, rank: int = 0, world_size: int = 1) -> None:
         d = self.data_cfg = cfg.data
         root = Path(d.shards)
-        self.train_index, self.test_index = load_index(root / "train"), load_index(root / "test")
-        check_same_classes(self.train_index, self.test_index)
+        self.train_index = load_index(root / "train")
+        self.eval_index = load_index(root / "test" if cfg.train.eval_split == "test" else val_split_dir(root))
+        check_same_classes(self.train_index, self.eval_index)
         self.class_counts = list(self.train_index.class_counts)
         self.image_shape = stream_image_shape(self.train_index, d.augment, d.image_size)
         mean, std = shard_channel_stats(self.train_index, d.on_bad_sample, d.verify_checksums)
@@ -122,7 +127,7 @@ class ShardStreams:
 
     def eval_loaders(self) -> tuple[ShardLoader, ShardLoader]:
         """Whole splits, read in one pass by this process (rank 0 of 1), last partial batch kept."""
-        return self._eval_loader(self.test_index), self._eval_loader(self.train_index)
+        return self._eval_loader(self.eval_index), self._eval_loader(self.train_index)
 
     def _eval_loader(self, index: ShardIndex) -> ShardLoader:
         stream = ShardStream(index, 0, 1, self.data_cfg.seed, self.eval_transform, **self._bad_input_policy())
@@ -136,11 +141,36 @@ class ShardStreams:
             loader.load_state_dict(state[name])
 
 
-def check_same_classes(train: ShardIndex, test: ShardIndex) -> None:
-    if train.class_names != test.class_names:
+def in_memory_eval_split(cfg: RunConfig, data: LongTailData) -> Dataset:
+    """The split train.eval_split names; a dataset without a validation split cannot evaluate on one."""
+    if cfg.train.eval_split == "test":
+        return data.test
+    if data.val is None:
         raise ValueError(
-            f"{train.root} and {test.root} name different classes ({train.num_classes} vs {test.num_classes}): "
-            "write both splits with one `allnc shards` command"
+            "train.eval_split='val' but the dataset has no validation split: set data.val_per_class > 0"
+        )
+    return data.val
+
+
+def val_split_dir(root: Path) -> Path:
+    """`<root>/val`; an error says how to write it when it holds no shard set."""
+    val_dir = root / "val"
+    if not (val_dir / INDEX_FILE).is_file():
+        raise FileNotFoundError(
+            f"train.eval_split='val' needs a validation shard set, but {val_dir} holds no {INDEX_FILE}. "
+            f"Built-in datasets: write all splits into an empty folder with `allnc shards --out <folder> "
+            f"--dataset <name> data.val_per_class=<N>` (train/ must be written with the same setting, so that "
+            f"val/ is held out of it). File sources: `allnc shards --out {root} --split val` with the "
+            f"validation list (--list <val list> --image-root <images>, or --inat-json, --imagefolder)."
+        )
+    return val_dir
+
+
+def check_same_classes(train: ShardIndex, evaluated: ShardIndex) -> None:
+    if train.class_names != evaluated.class_names:
+        raise ValueError(
+            f"{train.root} and {evaluated.root} name different classes ({train.num_classes} vs "
+            f"{evaluated.num_classes}): write both splits with one `allnc shards` command"
         )
 
 

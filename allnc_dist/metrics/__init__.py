@@ -1,8 +1,8 @@
 """Evaluation: Neural Collapse metrics, Many / Medium / Few accuracy, cosine heatmaps."""
 
-from .evaluation import accuracy_by_split, class_splits
+from .evaluation import accuracy_by_split, class_splits, per_class_accuracy
 from .neural_collapse import centred, class_means, nc_metrics, pairwise_cosines
-from .plots import plot_cosine_heatmaps
+from .plots import plot_cosine_heatmaps, plot_per_class_accuracy
 
 __all__ = [
     "accuracy_by_split",
@@ -11,5 +11,7 @@ __all__ = [
     "class_splits",
     "nc_metrics",
     "pairwise_cosines",
+    "per_class_accuracy",
     "plot_cosine_heatmaps",
+    "plot_per_class_accuracy",
 ]

@@ -57,3 +57,11 @@ def accuracy_by_split(predictions: Tensor, labels: Tensor, splits: dict[str, Seq
         in_split = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype, device=labels.device))
         accuracies[name] = _accuracy_percent(correct[in_split])
     return accuracies
+
+
+def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(K,) top-1 accuracy in percent of each class's test samples; NaN for a class with none."""
+    labels = labels.to(predictions.device)
+    correct = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels.cpu(), (predictions == labels).double().cpu())
+    total = torch.bincount(labels.cpu(), minlength=num_classes).double()
+    return torch.where(total > 0, 100.0 * correct / total.clamp(min=1), torch.full_like(total, float("nan")))

@@ -6,7 +6,8 @@ which is produced only when the shard holding it is written, so parallel writer 
 PNG encoding work.
 
 - `builtin_sources`: digits-LT, synthetic-LT and CIFAR-10/100-LT, the very samples `build_data`
-  selects for a `DataConfig`, PNG-encoded from their uint8 pixels (`raw_image`).
+  selects for a `DataConfig` (train, test, and val when data.val_per_class > 0), PNG-encoded from
+  their uint8 pixels (`raw_image`).
 - `imagefolder_source`, `image_list_source` (ImageNet-LT lists), `inat_source` (iNaturalist 2018
   JSON): image files, copied byte for byte.
 """
@@ -46,6 +47,9 @@ SAMPLE_DEFINING_FIELDS = (
     "synthetic_test_per_class",
     "seed",
 )
+# Selects samples only when set: left out of the plan at 0, so that shard sets written before the field
+# existed keep their plan (and a resumed job its shards).
+OPTIONAL_SAMPLE_DEFINING_FIELDS = ("val_per_class",)
 
 
 @dataclass
@@ -90,7 +94,7 @@ class RawImageSource(ImageSource):
 
     split: str
     images: RawImageDataset
-    selection: dict[str, Any]  # the SAMPLE_DEFINING_FIELDS of the DataConfig
+    selection: dict[str, Any]  # `sample_selection` of the DataConfig
 
     def definition(self) -> dict[str, Any]:
         return self.selection
@@ -127,14 +131,18 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 # ---------------------------------------------------------------------------------------- built-in
 def builtin_sources(cfg: DataConfig) -> dict[str, RawImageSource]:
-    """The train and test splits of the dataset `cfg` names, as `build_data` selects them."""
+    """The train and test splits of the dataset `cfg` names, and its val split when it has one, as
+    `build_data` selects them."""
     if cfg.name == "synthetic_lt" and cfg.channels not in PNG_CHANNELS:
         raise ValueError(f"shards hold 1- or 3-channel PNG images; data.channels={cfg.channels} is neither")
     data = build_data(cfg)
-    return {
+    sources = {
         "train": builtin_split_source(cfg, data, "train", data.train_eval, cfg.imbalance_ratio),
         "test": builtin_split_source(cfg, data, "test", data.test, imbalance_ratio=1.0),
     }
+    if data.val is not None:
+        sources["val"] = builtin_split_source(cfg, data, "val", data.val, imbalance_ratio=1.0)
+    return sources
 
 
 def builtin_split_source(
@@ -144,7 +152,7 @@ def builtin_split_source(
     dataset: TensorImageDataset | SyntheticImageDataset,
     imbalance_ratio: float,
 ) -> RawImageSource:
-    """One split; the balanced test split is recorded as the exponential profile at ratio 1."""
+    """One split; the balanced test and val splits are recorded as the exponential profile at ratio 1."""
     n_max = int(torch.bincount(dataset.labels).max())
     return RawImageSource(
         dataset=cfg.name,
@@ -154,8 +162,15 @@ def builtin_split_source(
         image_shape=list(data.image_shape),
         split=split,
         images=dataset,
-        selection=cfg.model_dump(include=set(SAMPLE_DEFINING_FIELDS)),
+        selection=sample_selection(cfg),
     )
+
+
+def sample_selection(cfg: DataConfig) -> dict[str, Any]:
+    """The data config fields that select a built-in dataset's samples (part of the writer's plan)."""
+    selection = cfg.model_dump(include=set(SAMPLE_DEFINING_FIELDS))
+    selection.update({field: getattr(cfg, field) for field in OPTIONAL_SAMPLE_DEFINING_FIELDS if getattr(cfg, field)})
+    return selection
 
 
 # -------------------------------------------------------------------------------------------- files

@@ -64,6 +64,20 @@ def flatten_config(cfg_dict: Mapping[str, Any], prefix: str = "") -> dict[str, s
     return flat
 
 
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric values of ``metrics`` as floats (ints, bools, numpy scalars, 0-d tensors; NaN and
+    inf pass); strings and other non-numbers are left out."""
+    values: dict[str, float] = {}
+    for k, v in metrics.items():
+        if v is None or isinstance(v, (str, bytes)):
+            continue
+        try:
+            values[str(k)] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return values
+
+
 def _sqlite_db_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
@@ -100,6 +114,7 @@ class MlflowTracker:
         run_id: str | None = None,
         artifact_location: str | None = None,
         retry_interval_s: float = 30.0,
+        parent_run_id: str | None = None,
     ) -> None:
         for name, value in _CLIENT_ENV_DEFAULTS.items():
             os.environ.setdefault(name, value)
@@ -113,6 +128,9 @@ class MlflowTracker:
             artifact_location = (db.parent / "mlartifacts").as_uri()
         self.artifact_location = artifact_location
         self._run_id = run_id
+        # MLflow's UI nests a run under the run this tag names (a sweep's or an ablation's parent).
+        self._tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+        self._system_monitor = None
         self._reopened = False  # a given run_id has been checked (and set RUNNING) on the store
         self._client = None
         self._warned = False
@@ -132,7 +150,7 @@ class MlflowTracker:
     # ------------------------------------------------------------------------------ public API
     def start(self) -> str | None:
         """Create the experiment if missing and the run (or reopen ``run_id``); returns the run id."""
-        self._call("start", None, None, lambda: None)
+        self._call("start", [], lambda: None)
         return self._run_id
 
     def log_params(self, flat: dict[str, Any]) -> None:
@@ -147,41 +165,52 @@ class MlflowTracker:
             for i in range(0, len(items), PARAM_BATCH):
                 self._client.log_batch(self._run_id, params=items[i : i + PARAM_BATCH], synchronous=True)
 
-        self._call("params", None, params, send)
+        self._call("params", [(None, params)], send)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log the numeric values of ``metrics`` at ``step`` (strings and other non-numbers are skipped)."""
-        values: dict[str, float] = {}
-        for k, v in metrics.items():
-            if v is None or isinstance(v, (str, bytes)):
-                continue
-            try:
-                values[str(k)] = float(v)  # ints, bools, numpy scalars, 0-d tensors; NaN/inf pass
-            except (TypeError, ValueError):
-                continue
-        if not values:
+        self.log_metric_rows([(step, metrics)])
+
+    def log_metric_rows(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Log several steps' metrics in one request (e.g. an epoch's per-step losses)."""
+        rows = [(int(step), values) for step, values in ((s, _numbers(m)) for s, m in rows) if values]
+        if not rows:
             return
-        step = int(step)
 
         def send() -> None:
             from mlflow.entities import Metric  # noqa: PLC0415
 
             ts = int(time.time() * 1000)
-            items = [Metric(k, v, ts, step) for k, v in values.items()]
+            items = [Metric(k, v, ts, step) for step, values in rows for k, v in values.items()]
             for i in range(0, len(items), METRIC_BATCH):
                 self._client.log_batch(self._run_id, metrics=items[i : i + METRIC_BATCH], synchronous=True)
 
-        self._call("metrics", step, values, send)
+        self._call("metrics", rows, send)
+
+    def start_system_metrics(self, interval_s: float, resume: bool = False) -> None:
+        """Sample CPU, memory, disk, network (and GPU) into ``system/...`` metrics in a background
+        thread (MLflow's monitor), until ``finish()``. It stops by itself if the store goes away."""
+        if self._run_id is None or self._offline_since is not None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # noqa: PLC0415
+
+        self._system_monitor = SystemMetricsMonitor(self._run_id, sampling_interval=interval_s,
+                                                    resume_logging=resume, tracking_uri=self.tracking_uri)
+        self._system_monitor.start()
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         data = {"path": str(path.resolve()), "artifact_path": artifact_path}
-        self._call("artifact", None, data, lambda: self._client.log_artifact(self._run_id, str(path), artifact_path))
+        self._call("artifact", [(None, data)], lambda: self._client.log_artifact(self._run_id, str(path), artifact_path))
 
     def finish(self, status: str = "FINISHED") -> str | None:
         """End the run; returns (and logs) where the fallback copy is when anything was not sent."""
+        if self._system_monitor is not None:
+            self._system_monitor.finish()
+            self._system_monitor = None
         if self._run_id is not None:
-            self._call("status", None, {"status": status}, lambda: self._client.set_terminated(self._run_id, status))
+            self._call("status", [(None, {"status": status})],
+                       lambda: self._client.set_terminated(self._run_id, status))
         elif self._unsent:  # the store was never reached: there is no run to terminate
             self._fallback("status", None, {"status": status})
         if self._unsent == 0:
@@ -211,13 +240,14 @@ class MlflowTracker:
             exp_id = self._client.create_experiment(self.experiment, artifact_location=self.artifact_location)
         else:
             exp_id = exp.experiment_id
-        run = self._client.create_run(exp_id, run_name=self.run_name)
+        run = self._client.create_run(exp_id, run_name=self.run_name, tags=self._tags)
         self._run_id = run.info.run_id
         self._reopened = True
 
-    def _call(self, kind: str, step: int | None, data: Any, send) -> None:
+    def _call(self, kind: str, entries: list[tuple[int | None, Any]], send) -> None:
+        """Run ``send``; on failure write each (step, data) entry to the fallback file."""
         if self._offline_since is not None and time.monotonic() - self._offline_since < self.retry_interval_s:
-            if data is not None:
+            for step, data in entries:
                 self._fallback(kind, step, data)
             return
         try:
@@ -235,7 +265,7 @@ class MlflowTracker:
                     str(exc)[:500],
                     self.fallback_path,
                 )
-            if data is not None:
+            for step, data in entries:
                 self._fallback(kind, step, data)
         else:
             self._offline_since = None

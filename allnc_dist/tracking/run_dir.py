@@ -19,6 +19,9 @@ class RunDirectory:
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
     report_path = property(lambda self: self.path / "report.json")
     geometry_path = property(lambda self: self.path / "geometry.pt")
+    model_path = property(lambda self: self.path / "model.pt")
+    plots_path = property(lambda self: self.path / "plots")
+    mlflow_run_id_path = property(lambda self: self.path / "mlflow_run_id")
 
     def create(self, cfg: RunConfig) -> None:
         """Start a new run here; a folder that already holds a run is never overwritten."""
@@ -41,3 +44,13 @@ class RunDirectory:
 
     def write_report(self, report: dict[str, Any]) -> None:
         self.report_path.write_text(json.dumps(report, indent=2) + "\n")
+
+    def record_mlflow_run_id(self, run_id: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.mlflow_run_id_path.write_text(run_id + "\n")
+
+    def read_mlflow_run_id(self) -> str | None:
+        """The MLflow run this run directory logs to, once one was created."""
+        if not self.mlflow_run_id_path.exists():
+            return None
+        return self.mlflow_run_id_path.read_text().strip() or None
