@@ -1,74 +1,320 @@
-"""Step time of AllNC against CE, same model and batch, on this machine's CPU (or GPU if present).
+"""Step time of AllNC against CE, and what each part of AllNC adds, with the same model and batch.
 
-    python bench/step_time.py [--steps 20] [--out bench/results/step_time.json]
+    python bench/step_time.py                                  # both shapes, ~10 min on 2 busy cores
+    python bench/step_time.py --smoke --out /tmp/step_time.json
 
-Ratios are measured within one run (CE and AllNC interleaved), since shared machines are noisy.
-Shapes: small CNN on digits (8x8x1, batch 32) and ResNet-32 on CIFAR (32x32x3, batch 128).
+Shapes: the small CNN on digits (8x8x1, batch 32, K=10) and ResNet-32 on CIFAR (32x32x3, batch 128,
+K=100). One training step is `engine.step.train_step` (forward, losses, backward, SGD update). Timed per
+shape, all built first and then run in interleaved rounds:
+  - CE, and CE with one part of AllNC switched on (HyCon, P2P, GBBN re-balanced by sampler, GBBN
+    re-balanced by loss), by config overrides (CONFIGS);
+  - AllNC, and AllNC with one part switched off, or with GBBN re-balanced by loss (the cheap path);
+  - the AllNC step's class-mean trackers alone (one `ClassMeanTracker.update` per branch, and its
+    backward), since no config switches them on without a loss that uses them;
+  - the AllNC objective alone (all losses forward, `values()`, backward, on the network's output).
+Each ratio is the median over rounds of (time / CE's time in the same round): the machine is shared
+and its load drifts, so only figures measured side by side are compared. On the CPU, time is the
+process's CPU time, with one intra-op thread by default: on a loaded machine wall time counts the
+time other jobs hold the core, and two OpenMP threads wait on each other at every operator (a 5 ms
+small-CNN step took 680 ms at load 6 on 2 cores), which inflates op-heavy workloads far more than
+others. On a GPU, time is wall time between device synchronisations.
+Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
+backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
+torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default
+bench/results/step_time.json); bench/performance_report.py turns it into docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from allnc_dist.config import load_config
 from allnc_dist.engine.local import TorchOptimization, build_optimizer, pick_device
 from allnc_dist.engine.step import Batch, train_step
-from allnc_dist.method.gbbn import GBBNNetwork
+from allnc_dist.engine.streams import uses_rebalancing_sampler
+from allnc_dist.method.class_means import ClassMeanTracker
+from allnc_dist.method.gbbn import GBBNNetwork, NetworkOutput
 from allnc_dist.method.objective import AllNCObjective
 from allnc_dist.models import build_backbone
 
+HERE = Path(__file__).parent
+
+# name -> (model overrides, image shape, batch, K); class_mean_sync.py and gpu_check.py use it too.
 SHAPES = {
     "small_cnn digits 8x8 b32": (["model.arch=small_cnn"], (1, 8, 8), 32, 10),
     "resnet32 cifar 32x32 b128": (["model.arch=resnet32"], (3, 32, 32), 128, 100),
 }
+TARGET_SHAPE = "resnet32 cifar 32x32 b128"  # the target's shape, and the profiled one
+
+# name -> (method overrides, description)
+CONFIGS = {
+    "ce": (["method.preset=ce"], "CE, one branch"),
+    "ce+hycon": (["method.preset=ce", "method.hycon.weight=1"], "CE + HyCon (and its class-mean tracker)"),
+    "ce+p2p": (["method.preset=ce", "method.p2p.weight=1"], "CE + P2P (and its class-mean tracker)"),
+    "ce+gbbn_sampler": (["method.preset=ce", "method.gbbn.enabled=true", "method.gbbn.rebalance=reversed"],
+                        "CE + GBBN re-balanced by sampler (BBN)"),
+    "ce+gbbn_loss": (["method.preset=ce", "method.gbbn.enabled=true", "method.gbbn.rebalance=logit_adjust"],
+                     "CE + GBBN re-balanced by loss"),
+    "allnc": (["method.preset=allnc"], "AllNC (default: GBBN re-balanced by sampler)"),
+    "allnc-hycon": (["method.preset=allnc", "method.hycon.weight=0"], "AllNC without HyCon"),
+    "allnc-p2p": (["method.preset=allnc", "method.p2p.weight=0"], "AllNC without P2P"),
+    "allnc-gbbn": (["method.preset=allnc", "method.gbbn.enabled=false"], "AllNC without GBBN (one branch)"),
+    "allnc_gbbn_loss": (["method.preset=allnc", "method.gbbn.rebalance=logit_adjust"],
+                        "AllNC with GBBN re-balanced by loss (the cheap path)"),
+}
+# Workloads timed beside the steps: the AllNC step's trackers alone, and its objective alone.
+TRACKERS, OBJECTIVE = "allnc trackers alone", "allnc objective alone"
+ALONE = {TRACKERS: "the AllNC step's class-mean updates (one per branch) and their backward",
+         OBJECTIVE: "the AllNC step's losses, values() and their backward, on the network's output"}
+# part -> (the CE config with it switched on, (the AllNC config with it, the one without it))
+PARTS = {
+    "HyCon": ("ce+hycon", ("allnc", "allnc-hycon")),
+    "P2P": ("ce+p2p", ("allnc", "allnc-p2p")),
+    "GBBN by sampler (reversed)": ("ce+gbbn_sampler", ("allnc", "allnc-gbbn")),
+    "GBBN by loss (logit_adjust)": ("ce+gbbn_loss", ("allnc_gbbn_loss", "allnc-gbbn")),
+}
+ALPHA, EPOCH = 0.5, 0.0  # GBBN's two branches weigh equally (the cost does not depend on alpha)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one benchmark mode."""
+
+    rounds: int
+    warmup: int  # untimed rounds of one call per workload, after a step under the FLOP counter
+    round_s: float  # each workload runs about this long per round (at least one step)
+    max_batch: int | None  # caps every shape's batch
+    profile_steps: int
+
+
+FULL = Scale(rounds=9, warmup=2, round_s=0.3, max_batch=None, profile_steps=2)
+SMOKE = Scale(rounds=1, warmup=1, round_s=0.0, max_batch=8, profile_steps=1)
+
+
+# --------------------------------------------------------------------------------------- workloads
+class StepSetup:
+    """Model, objective, optimiser and one fixed batch of a configuration; `step()` is one train_step."""
+
+    def __init__(self, overrides: list[str], image_shape, batch_size: int, num_classes: int,
+                 device: torch.device) -> None:
+        self.cfg = cfg = load_config(None, overrides)
+        self.num_classes, self.device = num_classes, device
+        torch.manual_seed(0)
+        self.model = GBBNNetwork(build_backbone(cfg.model, image_shape[0]), num_classes, cfg.method).to(device)
+        self.class_counts = [max(1, int(500 * 0.01 ** (k / (num_classes - 1)))) for k in range(num_classes)]
+        self.objective = self.new_objective()
+        optimizer = build_optimizer(cfg, self.model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        self.optimization = TorchOptimization(self.model, optimizer, scheduler, None)
+        # The same images in every configuration; the second batch only where GBBN samples one.
+        gen = torch.Generator().manual_seed(1)
+        make = lambda: (torch.randn(batch_size, *image_shape, generator=gen),  # noqa: E731
+                        torch.randint(0, num_classes, (batch_size,), generator=gen))
+        (x, y), (xr, yr) = make(), make()
+        second = uses_rebalancing_sampler(cfg)
+        self.batch = Batch(x, y, xr if second else None, yr if second else None).to(device)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+
+    def new_objective(self) -> AllNCObjective:
+        return AllNCObjective(self.cfg.method, self.class_counts, self.model.feature_dim, self.model.num_branches,
+                              10, device=self.device)
+
+    def step(self) -> None:
+        train_step(self.model, self.objective, self.batch, ALPHA, EPOCH, self.optimization, self.autocast)
+
+    def objective_alone(self) -> Callable[[], None]:
+        """The objective's share of a step: losses, `values()` (as train_step calls it) and their
+        backward, on the network's output detached into leaves, with an objective of its own."""
+        with torch.no_grad():  # keeps no graph of the network alive beside the timed steps
+            out = self.model(self.batch.images, self.batch.images_rebalanced, ALPHA)
+        leaf = lambda t: t.detach().requires_grad_()  # noqa: E731
+        logits, features = leaf(out.logits), [leaf(f) for f in out.features]
+        weights = [leaf(w) for w in out.classifier_weights]
+        objective = self.new_objective()
+
+        def run() -> None:
+            detached = NetworkOutput(logits, features, weights, out.projections)
+            losses = objective(detached, self.batch.labels, self.batch.labels_rebalanced, ALPHA, EPOCH)
+            losses.values()
+            losses.total.backward()
+
+        return run
+
+    def trackers_alone(self) -> Callable[[], None]:
+        """One fresh tracker per branch: update on a batch of features, then the backward through it."""
+        batch, dim = len(self.batch), self.model.feature_dim
+        m = self.cfg.method.class_means
+        trackers = [ClassMeanTracker(self.num_classes, dim, m.beta, m.sync, device=self.device)
+                    for _ in range(self.model.num_branches)]
+        features = torch.randn(batch, dim, device=self.device, requires_grad=True)
+
+        def run() -> None:
+            means = [t.update(features, self.batch.labels).means for t in trackers]
+            torch.stack(means).sum().backward()
+
+        return run
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device) -> Callable[[], float]:
+    """CPU time of this process on the CPU (see the module docstring), wall time on a GPU."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
 
 
 def time_steps(overrides, image_shape, batch_size, num_classes, steps, device) -> float:
-    cfg = load_config(None, overrides)
-    torch.manual_seed(0)
-    model = GBBNNetwork(build_backbone(cfg.model, image_shape[0]), num_classes, cfg.method).to(device)
-    counts = [max(1, int(500 * 0.01 ** (k / (num_classes - 1)))) for k in range(num_classes)]
-    objective = AllNCObjective(cfg.method, counts, model.feature_dim, model.num_branches, 10, device=device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    optimization = TorchOptimization(model, optimizer, scheduler, None)
-    two = model.num_branches == 2
-    make = lambda: (torch.randn(batch_size, *image_shape), torch.randint(0, num_classes, (batch_size,)))  # noqa: E731
-    (x, y), (xr, yr) = make(), make()
-    batch = Batch(x, y, xr if two else None, yr if two else None).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
-    for _ in range(3):  # warm-up
-        train_step(model, objective, batch, 0.5, 0.0, optimization, autocast)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    """Wall seconds per train_step of one configuration after 3 warm-up steps (class_mean_sync.py and
+    gpu_check.py time collectives and GPUs with it, where CPU time would miss the waiting)."""
+    setup = StepSetup(overrides, image_shape, batch_size, num_classes, device)
+    for _ in range(3):
+        setup.step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
-        train_step(model, objective, batch, 0.5, 0.0, optimization, autocast)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+        setup.step()
+    synchronize(device)
     return (time.perf_counter() - started) / steps
+
+
+def step_flops(setup: StepSetup) -> int:
+    """FLOPs of one step (convolutions and matmuls, forward and backward); the step counts as warm-up."""
+    with FlopCounterMode(display=False) as counter:
+        setup.step()
+    return counter.get_total_flops()
+
+
+def timed_rounds(workloads: dict[str, Callable[[], None]], steps: int, rounds: int, device) -> dict[str, list[float]]:
+    """Seconds per call of each workload, one figure per round; round-robin, so load drift hits all alike."""
+    seconds, now = {name: [] for name in workloads}, clock(device)
+    for _ in range(rounds):
+        for name, run in workloads.items():
+            synchronize(device)
+            started = now()
+            for _ in range(steps):
+                run()
+            synchronize(device)
+            seconds[name].append((now() - started) / steps)
+    return seconds
+
+
+def objective_op_count(run: Callable[[], None]) -> int:
+    """aten operators one objective call dispatches (forward, values, backward): its eager overhead."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return sum(1 for event in prof.events() if event.name.startswith("aten::"))
+
+
+def top_ops(setup: StepSetup, steps: int, rows: int = 15) -> list[dict]:
+    """torch.profiler on the CPU: the operators with the most self time in `steps` steps."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            setup.step()
+    averages = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in averages)
+    return [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+             "share_%": 100 * e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
+            for e in averages[:rows]]
+
+
+# ------------------------------------------------------------------------------------- measurement
+def measure_shape(name: str, scale: Scale, device: torch.device) -> dict:
+    model_overrides, image_shape, batch, k = SHAPES[name]
+    batch = min(batch, scale.max_batch or batch)
+    setups = {c: StepSetup(model_overrides + overrides, image_shape, batch, k, device)
+              for c, (overrides, _) in CONFIGS.items()}
+    flops = {c: step_flops(setup) for c, setup in setups.items()}
+    workloads = {c: setup.step for c, setup in setups.items()}
+    workloads[TRACKERS] = setups["allnc"].trackers_alone()
+    workloads[OBJECTIVE] = setups["allnc"].objective_alone()
+    warm = timed_rounds(workloads, 1, scale.warmup, device)
+    steps = max(1, round(scale.round_s / warm["ce"][-1]))
+    seconds = timed_rounds(workloads, steps, scale.rounds, device)
+    rows = {workload: workload_row(workload, times, seconds["ce"], batch, flops) for workload, times in seconds.items()}
+    return {"model_overrides": model_overrides, "image_shape": list(image_shape), "batch": batch, "K": k,
+            "feature_dim": setups["ce"].model.feature_dim, "steps_per_round": steps,
+            "configs": rows, "parts": part_table(rows),
+            "objective_aten_ops": objective_op_count(workloads[OBJECTIVE])}
+
+
+def workload_row(workload: str, times: list[float], ce_times: list[float], batch: int, flops: dict[str, int]) -> dict:
+    """One workload's figures; its ratio to CE is the median of the per-round ratios."""
+    step_s = statistics.median(times)
+    is_step = workload in CONFIGS
+    return {
+        "description": CONFIGS[workload][1] if is_step else ALONE[workload],
+        "overrides": CONFIGS[workload][0] if is_step else None,
+        "step_ms": step_s * 1e3,
+        "ratio_vs_ce": statistics.median(t / c for t, c in zip(times, ce_times)),
+        "rounds_ms": [t * 1e3 for t in times],
+        "images_per_s": batch / step_s if is_step else None,
+        "flops": flops.get(workload),
+        "flops_vs_ce": flops[workload] / flops["ce"] if is_step else None,
+    }
+
+
+def part_table(rows: dict[str, dict]) -> list[dict]:
+    """Each part's overhead in % of the CE step: switched on from CE, and switched off from AllNC."""
+    ratio = lambda c: rows[c]["ratio_vs_ce"]  # noqa: E731
+    table = [{"part": "class-mean trackers (alone, 2 branches)", "on_from_ce_%": None,
+              "off_from_allnc_%": None, "alone_%": 100 * ratio(TRACKERS)}]
+    for part, (on, (with_it, without_it)) in PARTS.items():
+        table.append({"part": part, "on_from_ce_%": 100 * (ratio(on) - 1),
+                      "off_from_allnc_%": 100 * (ratio(with_it) - ratio(without_it)), "alone_%": None})
+    table.append({"part": "AllNC objective (alone: all losses, trackers, backward)", "on_from_ce_%": None,
+                  "off_from_allnc_%": None, "alone_%": 100 * ratio(OBJECTIVE)})
+    return table
+
+
+def report_line(name: str, shape: dict) -> str:
+    c = shape["configs"]
+    return (f"{name:28s} CE {c['ce']['step_ms']:8.1f} ms  AllNC {c['allnc']['step_ms']:8.1f} ms  "
+            f"ratio {c['allnc']['ratio_vs_ce']:.2f} (FLOPs {c['allnc']['flops_vs_ce']:.2f})  "
+            f"cheap path {c['allnc_gbbn_loss']['ratio_vs_ce']:.2f} (FLOPs {c['allnc_gbbn_loss']['flops_vs_ce']:.2f})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "step_time.json")
+    parser.add_argument("--smoke", action="store_true", help="batch <= 8, one round of one step: seconds")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see the docstring)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
     args = parser.parse_args()
+    scale = SMOKE if args.smoke else FULL
+    torch.set_num_threads(args.threads)
     device = pick_device("auto")
-    results = {"device": str(device), "threads": torch.get_num_threads(), "shapes": {}}
-    for name, (overrides, shape, batch, k) in SHAPES.items():
-        ce = time_steps(overrides + ["method.preset=ce"], shape, batch, k, args.steps, device)
-        allnc = time_steps(overrides + ["method.preset=allnc"], shape, batch, k, args.steps, device)
-        results["shapes"][name] = {"ce_s": ce, "allnc_s": allnc, "ratio": allnc / ce,
-                                   "ce_images_per_s": batch / ce, "allnc_images_per_s": batch / allnc}
-        print(f"{name:28s} CE {ce * 1e3:7.1f} ms  AllNC {allnc * 1e3:7.1f} ms  ratio {allnc / ce:.2f}", flush=True)
+    started = time.perf_counter()
+    results = {"smoke": args.smoke, "device": str(device), "threads": torch.get_num_threads(),
+               "cpus": os.cpu_count(), "machine": platform.platform(terse=True), "torch": torch.__version__,
+               "date": time.strftime("%Y-%m-%d"), "rounds": scale.rounds, "warmup": scale.warmup,
+               "clock": "wall time" if device.type == "cuda" else "process CPU time",
+               "load_average_1m": {"start": os.getloadavg()[0]}, "shapes": {}}
+    for name in SHAPES:
+        results["shapes"][name] = shape = measure_shape(name, scale, device)
+        print(report_line(name, shape), flush=True)
+    model_overrides, image_shape, batch, k = SHAPES[TARGET_SHAPE]
+    profiled = StepSetup(model_overrides + CONFIGS["allnc"][0], image_shape, min(batch, scale.max_batch or batch), k,
+                         device)
+    profiled.step()  # warm-up
+    results["profile"] = {"shape": TARGET_SHAPE, "config": "allnc", "steps": scale.profile_steps,
+                          "top_ops": top_ops(profiled, scale.profile_steps)}
+    results["load_average_1m"]["end"] = os.getloadavg()[0]  # how busy the shared machine was
+    results["run_s"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

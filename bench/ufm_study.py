@@ -1,9 +1,16 @@
-"""Minority collapse in the unconstrained-features model: CE, LA and AllNC variants over seeds.
+"""Minority collapse in the unconstrained-features model (UFM), mean ± sample std over seeds.
 
     python bench/ufm_study.py [--seeds 5] [--out bench/results/ufm_study.json]
+    python bench/ufm_study.py --imbalance-grid [--seeds 5] [--out bench/results/ufm_imbalance.json]
+    python bench/ufm_study.py --imbalance-grid --smoke --out /tmp/ufm.json   # seconds, for the tests
 
-Prints, per variant, the Few classes' mean pairwise cosine of the classifier vectors and of the class
-means (ideal -1/(K-1) = -0.111) and their self-duality, mean +- std over seeds.
+The first form is the design study behind P2P's default (docs/method.md): 10 classes, 5 with 100
+samples and 5 with 1, full batch; CE, LA and AllNC variants. The second is the study across
+imbalance ratios (docs/RESULTS.md): CE, AllNC, P2P only and HyCon only at IR 1, 10, 100, 1000, with
+5 majority classes of IR samples and 5 minority classes of 1 sample, trained on mini-batches.
+
+Both print, per cell, the Few (minority) classes' mean pairwise cosine of the centred classifier
+vectors and of the centred class means (ideal -1/(K-1) = -0.111, collapse = +1) and more.
 """
 
 from __future__ import annotations
@@ -11,18 +18,25 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
-from allnc_dist.analysis.unconstrained_features import train_unconstrained_features
+import torch
+
+from allnc_dist.analysis.unconstrained_features import train_unconstrained_features, ufm_training
 from allnc_dist.config import MethodConfig
 from allnc_dist.metrics import nc_metrics
+from allnc_dist.metrics.neural_collapse import class_means
 
-COUNTS = [100] * 5 + [1] * 5
-FEW = list(range(5, 10))
-KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality")
+RESULTS = Path(__file__).parent / "results"
+NUM_MAJORITY = NUM_MINORITY = 5
+FEW = list(range(NUM_MAJORITY, NUM_MAJORITY + NUM_MINORITY))
 
+# ---------------------------------------------------------------- the design study (full batch, IR 100)
+COUNTS = [100] * NUM_MAJORITY + [1] * NUM_MINORITY
+STUDY_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality")
 # name -> (method config fields, steps to convergence)
-VARIANTS = {
+STUDY_VARIANTS = {
     "CE": ({"preset": "ce"}, 4000),
     "LA": ({"preset": "la"}, 4000),
     "AllNC (P2P contrastive, first cut)": ({"p2p": {"form": "contrastive"}}, 3000),
@@ -31,33 +45,169 @@ VARIANTS = {
     "AllNC, prototype-only HyCon": ({"hycon": {"negatives": "prototypes"}}, 1200),
 }
 
+# ------------------------------------------------------------------------ the imbalance-ratio grid
+RATIOS = (1, 10, 100, 1000)
+GRID_VARIANTS = {
+    "CE": {"preset": "ce"},
+    "AllNC": {},
+    "P2P only": {"hycon": {"weight": 0.0}},
+    "HyCon only": {"p2p": {"weight": 0.0}},
+}
+# Few-class norms relative to the Many classes: a +1 cosine with a ratio near 0 is collapse onto a
+# vanishing vector (the minority is given up), with a ratio near 1 collapse onto a shared direction.
+NORM_KEYS = ("few_norm_ratio_classifier", "few_norm_ratio_means")
+METRIC_KEYS = ("few_cos_classifier", "few_cos_means", "nc3", "few_self_duality")
+GRID_KEYS = (*METRIC_KEYS, *NORM_KEYS)
+TABLE_KEYS = ("few_cos_classifier", "few_cos_means", "nc3")
+# Full batch at IR 100 is the design study above, so IR 100 is the reference size: there the
+# protocol's objective is the study's. HyCon costs O(batch^2), so a full batch of the 5005 samples
+# of IR 1000 costs 1.4 s a step; 256 keeps a step in milliseconds and equals full batch at IR 1, 10.
+PROTOCOL = {"dim": 32, "steps": 3000, "lr": 0.1, "weight_decay": 1e-2, "batch_size": 256,
+            "reference_size": sum(COUNTS)}
+SMOKE_RATIOS, SMOKE_STEPS = (1, 100), 200
+CHECKPOINT_FRACTION = 2 / 3  # the metrics are also taken here, to show they no longer move
+LOSS_WINDOW_FRACTION = 0.1  # mini-batch losses are noisy: each checkpoint reports a window's mean
 
-def run(seeds: int) -> dict:
+
+def method_config(fields: dict) -> MethodConfig:
+    # The UFM has one feature set and one classifier: no GBBN branches.
+    return MethodConfig(**{"gbbn": {"enabled": False}, **fields})
+
+
+def summarise(per_seed: list[dict], keys: tuple[str, ...]) -> dict:
+    """Mean and sample std over seeds of each key (std is None for a single seed)."""
+    def stats(values: list[float]) -> dict:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+    return {key: stats([run[key] for run in per_seed]) for key in keys}
+
+
+def mean_pm_std(stat: dict) -> str:
+    return f"{stat['mean']:+.3f}" + ("" if stat["std"] is None else f" ± {stat['std']:.3f}")
+
+
+def format_cell(cell: dict, keys: tuple[str, ...]) -> str:
+    return "  ".join(f"{key}={mean_pm_std(cell[key])}" for key in keys)
+
+
+def norm_ratio(rows: torch.Tensor) -> float:
+    """Mean row norm of the Few classes over that of the others."""
+    norms = rows.double().norm(dim=1)
+    few = torch.zeros(len(rows), dtype=torch.bool)
+    few[FEW] = True
+    return (norms[few].mean() / norms[~few].mean()).item()
+
+
+def grid_geometry(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> dict:
+    metrics = nc_metrics(features, labels, classifier, few_classes=FEW)
+    means = class_means(features, labels, len(classifier))
+    return {**{key: metrics[key] for key in METRIC_KEYS},
+            "few_norm_ratio_classifier": norm_ratio(classifier), "few_norm_ratio_means": norm_ratio(means)}
+
+
+def run_study(seeds: int) -> dict:
+    """The design study: full batch, each variant run to its own convergence."""
     results = {}
-    for name, (fields, steps) in VARIANTS.items():
-        method = MethodConfig(**{"gbbn": {"enabled": False}, **fields})
+    for name, (fields, steps) in STUDY_VARIANTS.items():
         per_seed = []
         for seed in range(seeds):
-            h, y, w = train_unconstrained_features(COUNTS, method, dim=32, seed=seed, steps=steps)
+            h, y, w = train_unconstrained_features(COUNTS, method_config(fields), dim=32, seed=seed, steps=steps)
             m = nc_metrics(h, y, w, few_classes=FEW)
-            per_seed.append({k: m[k] for k in KEYS})
-        results[name] = {"per_seed": per_seed, **{
-            k: {"mean": statistics.fmean(r[k] for r in per_seed), "std": statistics.pstdev(r[k] for r in per_seed)}
-            for k in KEYS}}
-        row = "  ".join(f"{k}={results[name][k]['mean']:+.3f}±{results[name][k]['std']:.3f}" for k in KEYS)
-        print(f"{name:40s} {row}", flush=True)
-    return results
+            per_seed.append({k: m[k] for k in STUDY_KEYS})
+        results[name] = {"per_seed": per_seed, **summarise(per_seed, STUDY_KEYS)}
+        print(f"{name:40s} {format_cell(results[name], STUDY_KEYS)}", flush=True)
+    return {"counts": COUNTS, "dim": 32, "weight_decay": 1e-2, "variants": results}
+
+
+def grid_run(counts: list[int], fields: dict, seed: int, protocol: dict) -> dict:
+    """One training run: the geometry and the recent loss at the end and at the checkpoint before."""
+    steps = protocol["steps"]
+    checkpoints = (round(steps * CHECKPOINT_FRACTION), steps)
+    window = max(1, round(steps * LOSS_WINDOW_FRACTION))
+    losses, taken = [], {}
+    training = ufm_training(counts, method_config(fields), seed=seed, **protocol)
+    for step, (loss, features, labels, classifier) in enumerate(training, start=1):
+        losses.append(loss)
+        if step in checkpoints:
+            taken[step] = {**grid_geometry(features, labels, classifier), "loss": statistics.fmean(losses[-window:])}
+    return {**taken[steps], "previous_checkpoint": {"step": checkpoints[0], **taken[checkpoints[0]]}}
+
+
+def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict) -> dict:
+    per_seed = [grid_run(counts, fields, seed, protocol) for seed in range(seeds)]
+    # How far each metric still moved over the last third of the run, worst seed.
+    drift = {key: max(abs(run[key] - run["previous_checkpoint"][key]) for run in per_seed)
+             for key in (*GRID_KEYS, "loss")}
+    return {"per_seed": per_seed, **summarise(per_seed, GRID_KEYS), "max_drift_last_third": drift}
+
+
+def protocol_text(protocol: dict, seeds: int) -> str:
+    return (
+        f"Unconstrained-features model: K = 10 classes, 5 majority classes of IR samples and 5 minority "
+        f"(Few) classes of 1 sample, free features and classifier in D = {protocol['dim']}. SGD with momentum "
+        f"0.9 for {protocol['steps']} steps on uniformly drawn batches of {protocol['batch_size']} (full batch "
+        f"when N is smaller), classifier lr {protocol['lr']} and weight decay {protocol['weight_decay']}; the "
+        f"features' weight decay is {protocol['weight_decay']} × {protocol['reference_size']}/N and their lr "
+        f"{protocol['lr']} × N/{protocol['reference_size']}, so at every ratio each sample's loss and decay "
+        f"keep the balance of the IR-100 set (N = {protocol['reference_size']}); a fixed decay on the N "
+        f"features leaves H = W = 0 as the only minimiser at IR 1000. {seeds} seed(s), mean ± sample std."
+    )
+
+
+def run_grid(seeds: int, protocol: dict, ratios: tuple[int, ...]) -> dict:
+    start = time.perf_counter()
+    results = {}
+    for ratio in ratios:
+        counts = [ratio] * NUM_MAJORITY + [1] * NUM_MINORITY
+        results[str(ratio)] = {}
+        for name, fields in GRID_VARIANTS.items():
+            cell_start = time.perf_counter()
+            cell = grid_cell(counts, fields, seeds, protocol)
+            cell["wall_s"] = time.perf_counter() - cell_start
+            results[str(ratio)][name] = cell
+            print(f"IR {ratio:<5d} {name:11s} {format_cell(cell, GRID_KEYS)}  ({cell['wall_s']:.0f} s)", flush=True)
+    return {
+        "protocol": {**protocol, "classes": NUM_MAJORITY + NUM_MINORITY, "majority_classes": NUM_MAJORITY,
+                     "minority_samples": 1, "majority_samples": "IR", "momentum": 0.9, "seeds": seeds,
+                     "checkpoint_step": round(protocol["steps"] * CHECKPOINT_FRACTION),
+                     "variants": GRID_VARIANTS},
+        "protocol_text": protocol_text(protocol, seeds),
+        "ratios": results,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def print_table(grid: dict) -> None:
+    print(f"\n{'IR':>5s}  {'variant':11s}" + "".join(f"{key:>20s}" for key in TABLE_KEYS))
+    for ratio, variants in grid["ratios"].items():
+        for name, cell in variants.items():
+            print(f"{ratio:>5s}  {name:11s}" + "".join(f"{mean_pm_std(cell[key]):>20s}" for key in TABLE_KEYS))
+    print(f"wall time {grid['wall_s']:.0f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imbalance-grid", action="store_true", help="the study across imbalance ratios")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"with --imbalance-grid: 1 seed, IR {SMOKE_RATIOS}, {SMOKE_STEPS} steps")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ufm_study.json")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    results = run(args.seeds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"counts": COUNTS, "dim": 32, "weight_decay": 1e-2, "variants": results}, indent=2))
-    print(f"wrote {args.out}")
+    if args.smoke and not args.imbalance_grid:
+        parser.error("--smoke goes with --imbalance-grid")
+    torch.set_num_threads(1)  # tiny tensors: more threads only contend with whatever else runs
+    if args.imbalance_grid:
+        protocol, ratios, seeds = dict(PROTOCOL), RATIOS, args.seeds
+        if args.smoke:
+            protocol["steps"], ratios, seeds = SMOKE_STEPS, SMOKE_RATIOS, 1
+        results = run_grid(seeds, protocol, ratios)
+        print_table(results)
+        out = args.out or RESULTS / "ufm_imbalance.json"
+    else:
+        results = run_study(args.seeds)
+        out = args.out or RESULTS / "ufm_study.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

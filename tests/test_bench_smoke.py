@@ -35,3 +35,6 @@ def test_worker_scaling_bench_runs_one_and_two_ray_workers(tmp_path):
     results = json.loads((tmp_path / "scaling.json").read_text())
     assert [row["workers"] for row in results["rows"]] == [1, 2]
     assert all(row["steps_per_s"] > 0 for row in results["rows"])
+    # One peak-memory figure per Ray Train worker of each run, and only those.
+    assert [len(row["peak_rss_mib_per_worker"]) for row in results["rows"]] == [1, 2]
+    assert all(mib > 0 for row in results["rows"] for mib in row["peak_rss_mib_per_worker"])

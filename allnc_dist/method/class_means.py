@@ -10,6 +10,7 @@ gradient into this worker's features (see `collectives`), so the losses move fea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -28,10 +29,20 @@ class ClassMeans:
     seen: torch.Tensor  # (K,) bool: classes seen so far, this batch included
     present: torch.Tensor  # (K,) bool: classes in this step's global batch
 
+    @cached_property
+    def seen_index(self) -> torch.Tensor:
+        """Indices of the classes seen so far, found once: every selection by the boolean mask would
+        read its size back to the host (a device sync on GPU), and a step makes four per branch."""
+        return self.seen.nonzero().squeeze(1)
+
+    def seen_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows of a (K, ...) tensor for the classes seen so far, in class order."""
+        return rows.index_select(0, self.seen_index)
+
     @property
     def centre(self) -> torch.Tensor:
         """Class-balanced centre mu_G over the classes seen so far."""
-        return self.means[self.seen].mean(dim=0)
+        return self.seen_rows(self.means).mean(dim=0)
 
 
 @dataclass
@@ -55,8 +66,11 @@ def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 
 
 def per_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class sums and counts of a batch, in the features' dtype (fp32 or wider: counts stay exact)."""
     sums = features.new_zeros(num_classes, features.shape[1]).index_add(0, labels, features)
-    counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
+    # Counted by adding ones rather than by bincount, which reads the largest label back to the host
+    # (a device sync on GPU); sums of ones are exact integers in fp32 up to 2^24.
+    counts = features.new_zeros(num_classes).index_add(0, labels, features.new_ones(len(labels)))
     return sums, counts
 
 

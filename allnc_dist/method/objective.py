@@ -31,7 +31,9 @@ class LossParts:
     p2p: torch.Tensor
 
     def values(self) -> dict[str, float]:
-        return {name: float(getattr(self, name).detach()) for name in ("total", "classification", "hycon", "p2p")}
+        # One read-back for all four parts: each float() alone is a device sync on GPU.
+        names = ("total", "classification", "hycon", "p2p")
+        return dict(zip(names, torch.stack([getattr(self, name).detach() for name in names]).tolist()))
 
 
 class AllNCObjective:
@@ -112,8 +114,8 @@ class AllNCObjective:
         )
 
     def p2p(self, means: ClassMeans, classifier: torch.Tensor) -> torch.Tensor:
-        seen_means = means.means[means.seen] - means.centre
-        seen_classifier = classifier[means.seen]
+        seen_means = means.seen_rows(means.means) - means.centre
+        seen_classifier = means.seen_rows(classifier)
         return p2p_loss(seen_means, seen_classifier - seen_classifier.mean(0), self.cfg.p2p.tau, self.cfg.p2p.form)
 
     def state_dict(self) -> dict:

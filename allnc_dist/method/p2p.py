@@ -8,6 +8,7 @@ minimiser is a shared simplex ETF (self-duality plus maximal separation).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -39,8 +40,17 @@ def p2p_loss(
 
 def etf_gap(unit_rows: torch.Tensor) -> torch.Tensor:
     """||R R^T - (K/(K-1))(I - 11^T/K)||_F^2: how far K unit rows are from a simplex ETF."""
-    target = etf_gram(len(unit_rows), unit_rows.dtype).to(unit_rows.device)
+    target = cached_etf_gram(len(unit_rows), unit_rows.dtype, unit_rows.device)
     return (unit_rows @ unit_rows.T - target).pow(2).sum()
+
+
+# The number of classes seen so far settles at K early in training, so a few entries suffice; an
+# unbounded cache would keep one K'xK' matrix for every K' met on the way.
+@functools.lru_cache(maxsize=4)
+def cached_etf_gram(num_classes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`etf_gram` on `device`, built once rather than at every step (with a host-to-device copy on GPU).
+    Shared between calls: never modify it in place."""
+    return etf_gram(num_classes, dtype).to(device)
 
 
 def p2p_lower_bound(num_classes: int, tau: float) -> float:

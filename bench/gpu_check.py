@@ -1,0 +1,399 @@
+"""The GPU check's measurements: AllNC step throughput against CE, the class-mean sync over NCCL, and a
+short AllNC training run that must reach a stated accuracy. See docs/gpu_check.md.
+
+Run through bench/gpu_check.sh, which checks the dependencies first and gives each part its own hard
+time limit; by hand:
+
+    python bench/gpu_check.py part throughput|sync|accuracy [--quick] [--device cuda|cpu] [--out DIR]
+    python bench/gpu_check.py report [--out DIR] [--exit PART=STATUS ...]
+
+Each part writes <out>/parts/<part>.json; `report` merges what the parts left into <out>/gpu_check.json,
+prints a markdown summary (also <out>/gpu_check.md) and the PASS/FAIL line, and exits non-zero on FAIL
+or when a part left no result. `--quick` shrinks every size so that a CPU run takes seconds (the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tabulate import tabulate
+
+from allnc_dist.config import load_config
+from allnc_dist.engine.local import LocalTrainer
+from allnc_dist.method.class_means import per_class_sums
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from gpu_check_deps import OPTIONAL  # noqa: E402  (bench/ is not a package)
+from step_time import synchronize, time_steps  # noqa: E402
+
+PARTS = ("throughput", "sync", "accuracy")
+PRESETS = ("ce", "allnc")
+STEP_WARMUP = 3  # the warm-up steps time_steps runs before timing
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """One model and input shape of the throughput part."""
+
+    name: str
+    arch: str
+    image_shape: tuple[int, int, int]
+    batch: int
+    classes: int
+
+
+@dataclass(frozen=True)
+class SyncShape:
+    """Class count K, feature size D and per-GPU batch B of one class-mean sync."""
+
+    classes: int
+    dim: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Every size of the check: the full one for a GPU, the quick one for a CPU smoke run."""
+
+    step_shapes: tuple[StepShape, ...]
+    timed_steps: int  # per time_steps call, after its STEP_WARMUP steps
+    rounds: int  # CE and AllNC alternate this many times per shape; the median counts
+    sync_shapes: tuple[SyncShape, ...]
+    sync_warmup: int
+    sync_iters: int
+    accuracy_overrides: tuple[str, ...]
+    accuracy_threshold: float  # % overall top-1 the accuracy run must reach; see docs/gpu_check.md
+
+
+ACCURACY_COMMON = (
+    "name=gpu_check_synthetic_lt", "data.name=synthetic_lt", "data.num_classes=10", "data.imbalance_ratio=100",
+    "method.preset=allnc", "train.bf16=true", "train.progress=false", "tracking.enabled=false", "train.seed=0",
+)
+FULL = Scale(
+    step_shapes=(
+        StepShape("resnet32 cifar 3x32x32 b128 K100", "resnet32", (3, 32, 32), 128, 100),
+        StepShape("resnet50 3x224x224 b64 K1000", "resnet50", (3, 224, 224), 64, 1000),
+    ),
+    timed_steps=30,
+    rounds=3,
+    sync_shapes=(SyncShape(100, 64, 128), SyncShape(1000, 2048, 64)),
+    sync_warmup=20,
+    sync_iters=200,
+    accuracy_overrides=(
+        *ACCURACY_COMMON, "data.max_per_class=500", "data.image_size=32", "data.synthetic_test_per_class=100",
+        "data.batch_size=128", "model.arch=resnet32", "train.epochs=30", "train.eval_every=30",
+        "train.checkpoint_every=30",
+    ),
+    accuracy_threshold=25.0,
+)
+QUICK = Scale(
+    step_shapes=(
+        StepShape("resnet32 3x32x32 b8 K10", "resnet32", (3, 32, 32), 8, 10),
+        StepShape("resnet50 3x32x32 b4 K10", "resnet50", (3, 32, 32), 4, 10),
+    ),
+    timed_steps=1,
+    rounds=1,
+    sync_shapes=FULL.sync_shapes,
+    sync_warmup=2,
+    sync_iters=10,
+    accuracy_overrides=(
+        *ACCURACY_COMMON, "data.max_per_class=200", "data.image_size=8", "data.synthetic_test_per_class=50",
+        "data.batch_size=64", "model.arch=small_cnn", "train.epochs=5", "train.eval_every=5",
+        "train.checkpoint_every=5",
+    ),
+    accuracy_threshold=25.0,
+)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda, but torch sees no CUDA device (torch.version.cuda = "
+                             f"{torch.version.cuda}); use --device cpu --quick for a CPU smoke run")
+        torch.cuda.set_device(0)
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------- throughput
+def timed_preset(shape: StepShape, preset: str, steps: int, device: torch.device) -> tuple[float, int | None]:
+    """Seconds per `train_step` (bench/step_time.py's loop, bf16 autocast on CUDA) and the peak GPU
+    memory allocated meanwhile (None on CPU)."""
+    overrides = [f"model.arch={shape.arch}", f"method.preset={preset}"]
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        gc.collect()  # the previous call's model must not count towards this one's peak
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = time_steps(overrides, shape.image_shape, shape.batch, shape.classes, steps, device)
+    return seconds, torch.cuda.max_memory_allocated(device) if on_gpu else None
+
+
+def measure_throughput(scale: Scale, device: torch.device) -> dict:
+    seconds = {(s.name, p): [] for s in scale.step_shapes for p in PRESETS}
+    peaks = {(s.name, p): [] for s in scale.step_shapes for p in PRESETS}
+    for _ in range(scale.rounds):  # CE and AllNC alternate, so drifting clocks or load hit both alike
+        for shape in scale.step_shapes:
+            for preset in PRESETS:
+                step_s, peak = timed_preset(shape, preset, scale.timed_steps, device)
+                seconds[shape.name, preset].append(step_s)
+                peaks[shape.name, preset].append(peak)
+                print(f"  {shape.name} {preset}: {step_s * 1e3:.1f} ms/step", flush=True)
+    peak_mib = lambda key: max(peaks[key]) / 2**20 if device.type == "cuda" else None  # noqa: E731
+    rows = []
+    for shape in scale.step_shapes:
+        ce_s, allnc_s = (statistics.median(seconds[shape.name, p]) for p in PRESETS)
+        rows.append({
+            "shape": shape.name, "arch": shape.arch, "image_shape": list(shape.image_shape), "batch": shape.batch,
+            "K": shape.classes,
+            "ce_step_ms": ce_s * 1e3, "allnc_step_ms": allnc_s * 1e3,
+            "ce_images_per_s": shape.batch / ce_s, "allnc_images_per_s": shape.batch / allnc_s,
+            "allnc_over_ce_step_time": allnc_s / ce_s,
+            "ce_peak_mib": peak_mib((shape.name, "ce")), "allnc_peak_mib": peak_mib((shape.name, "allnc")),
+        })
+    return {"timed_steps": scale.timed_steps, "warmup_steps": STEP_WARMUP, "rounds": scale.rounds,
+            "autocast": "bf16" if device.type == "cuda" else "none (fp32 on CPU)", "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------ sync
+def timed_call(fn, device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def measure_sync_shape(shape: SyncShape, scale: Scale, device: torch.device) -> dict:
+    """One all-reduce of the fused [sums | counts] tensor (K x (D+1), what ClassMeanTracker syncs) and one
+    all-gather of the fused [features | label] rows (B x (D+1), what gather_global_batch moves), fp32.
+
+    The collectives are called directly: at world size 1 the library's wrappers skip them.
+    """
+    k, d, b = shape.classes, shape.dim, shape.batch
+    features = torch.randn(b, d, device=device)
+    labels = torch.randint(0, k, (b,), device=device)
+    sums, counts = per_class_sums(features, labels, k)
+    class_sums = torch.cat([sums, counts.unsqueeze(1)], dim=1)
+    batch_rows = torch.cat([features, labels.float().unsqueeze(1)], dim=1)
+    gathered = [torch.empty_like(batch_rows) for _ in range(dist.get_world_size())]
+    ops = {"all_reduce": lambda: dist.all_reduce(class_sums),
+           "all_gather": lambda: dist.all_gather(gathered, batch_rows)}
+    times = {name: [] for name in ops}
+    for i in range(scale.sync_warmup + scale.sync_iters):
+        for name, op in ops.items():  # interleaved, as in the throughput part
+            seconds = timed_call(op, device)
+            if i >= scale.sync_warmup:
+                times[name].append(seconds)
+    return {
+        "K": k, "D": d, "B": b,
+        "all_reduce_kib": class_sums.numel() * 4 / 1024,
+        "all_reduce_us": statistics.median(times["all_reduce"]) * 1e6,
+        "all_gather_kib": batch_rows.numel() * 4 / 1024,
+        "all_gather_us": statistics.median(times["all_gather"]) * 1e6,
+    }
+
+
+def measure_sync(scale: Scale, device: torch.device) -> dict:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # One process on one machine: keep the rendezvous and any socket on loopback.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group(backend, init_method=f"file://{tmp}/store", world_size=1, rank=0)
+        try:
+            rows = [measure_sync_shape(shape, scale, device) for shape in scale.sync_shapes]
+        finally:
+            dist.destroy_process_group()
+    return {
+        "backend": backend, "world_size": 1, "warmup": scale.sync_warmup, "iters": scale.sync_iters,
+        "what": "median wall time of one collective, synchronised before and after",
+        "note": "one process: the collective moves no data between GPUs, so this is the launch overhead "
+                "of a collective on this stack, not bandwidth (see bench/class_mean_sync.py for the estimate)",
+        "rows": rows,
+    }
+
+
+# -------------------------------------------------------------------------------------- accuracy
+def run_accuracy(scale: Scale, device: torch.device) -> dict:
+    overrides = [*scale.accuracy_overrides, f"train.device={device.type}"]
+    cfg = load_config(None, overrides)
+    with tempfile.TemporaryDirectory() as run_dir:  # the figures go into the JSON; the run dir is not kept
+        result = LocalTrainer(cfg, run_dir).fit()
+    metrics = result.report["metrics"]
+    return {
+        "overrides": overrides, "class_counts": result.report["class_counts"],
+        "top1_%": metrics["acc_top1"], "many_%": metrics["acc_many"], "medium_%": metrics["acc_medium"],
+        "few_%": metrics["acc_few"], "threshold_top1_%": scale.accuracy_threshold,
+        "passed": metrics["acc_top1"] >= scale.accuracy_threshold, "train_s": result.report["seconds"],
+    }
+
+
+def run_part(part: str, quick: bool, device_name: str, out: Path) -> None:
+    scale = QUICK if quick else FULL
+    device = pick_device(device_name)
+    if device.type == "cpu":
+        # A CPU run is a smoke run on shared cores, where OpenMP threads competing with other jobs
+        # make a step up to 10x slower than one thread does.
+        torch.set_num_threads(1)
+    started = time.perf_counter()
+    measure = {"throughput": measure_throughput, "sync": measure_sync, "accuracy": run_accuracy}[part]
+    result = measure(scale, device)
+    result.update(
+        quick=quick, device=str(device), wall_s=time.perf_counter() - started,
+        # The check must run without the distributed and tracking stack: nothing on its path may load it.
+        optional_modules_loaded=sorted(name for name in OPTIONAL if name in sys.modules),
+    )
+    path = out / "parts" / f"{part}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{part}: done in {result['wall_s']:.1f} s, wrote {path}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------- report
+def nccl_version() -> str:
+    version = torch.cuda.nccl.version()  # a tuple in recent torch, an int such as 2708 in older ones
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+def environment() -> dict:
+    cuda = torch.cuda.is_available()
+    return {
+        "card": torch.cuda.get_device_name(0) if cuda else f"no CUDA device ({platform.processor() or 'CPU'})",
+        "gpus_visible": torch.cuda.device_count(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "nccl": nccl_version() if cuda else None,
+        "python": platform.python_version(), "machine": platform.platform(terse=True), "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def verdict(results: dict) -> tuple[bool, str]:
+    """PASS when the accuracy run reached its threshold and every part left a result."""
+    absent = [part for part in PARTS if results[part] is None]
+    accuracy = results["accuracy"]
+    if accuracy is None:
+        return False, f"FAIL: the accuracy part left no result (parts without a result: {', '.join(absent)})"
+    reached = (f"AllNC on synthetic-LT reached {accuracy['top1_%']:.1f} % overall top-1, threshold "
+               f"{accuracy['threshold_top1_%']:.0f} %")
+    if not accuracy["passed"]:
+        return False, f"FAIL: {reached}"
+    if absent:
+        return False, f"FAIL: {reached}, but these parts left no result: {', '.join(absent)}"
+    return True, f"PASS: {reached}"
+
+
+def rounded(rows: list[dict], digits: int = 1) -> list[dict]:
+    return [{k: round(v, digits) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        f"### GPU check: {env['card']}",
+        "",
+        f"torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, NCCL {env['nccl']}, "
+        f"{env['date']}; `bash bench/gpu_check.sh` (docs/gpu_check.md).",
+    ]
+    step = results["throughput"]
+    if step is not None:
+        columns = ("shape", "ce_images_per_s", "allnc_images_per_s", "allnc_over_ce_step_time", "ce_peak_mib",
+                   "allnc_peak_mib")
+        lines += [
+            "",
+            f"**Training step** (autocast: {step['autocast']}; SGD; `train_step` as in bench/step_time.py; median of "
+            f"{step['rounds']} rounds of {step['timed_steps']} steps after {step['warmup_steps']} warm-up, CE and "
+            "AllNC alternating). images/s = batch / step time; the AllNC step (GBBN) also forwards a re-balanced "
+            "batch of the same size. Peak = `torch.cuda.max_memory_allocated`.",
+            "",
+            tabulate(rounded([{c: row[c] for c in columns} for row in step["rows"]], 2), headers="keys",
+                     tablefmt="github"),
+        ]
+    sync = results["sync"]
+    if sync is not None:
+        lines += [
+            "",
+            f"**Class-mean sync** ({sync['backend']}, world size 1, fp32, median of {sync['iters']}): {sync['note']}.",
+            "",
+            tabulate(rounded(sync["rows"]), headers="keys", tablefmt="github"),
+        ]
+    accuracy = results["accuracy"]
+    if accuracy is not None:
+        lines += [
+            "",
+            f"**Short AllNC run**: synthetic-LT, {len(accuracy['class_counts'])} classes, counts "
+            f"{accuracy['class_counts']}, `{' '.join(accuracy['overrides'])}`: top-1 {accuracy['top1_%']:.1f} % "
+            f"(Many {accuracy['many_%']:.1f}, Medium {accuracy['medium_%']:.1f}, Few {accuracy['few_%']:.1f}) in "
+            f"{accuracy['train_s']:.0f} s; threshold {accuracy['threshold_top1_%']:.0f} %.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def read_part(out: Path, part: str) -> dict | None:
+    path = out / "parts" / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def report(out: Path, exit_statuses: dict[str, int]) -> int:
+    results = {
+        "environment": environment(),
+        "dependencies": read_part(out, "deps"),
+        **{part: read_part(out, part) for part in PARTS},
+        "part_exit_status": exit_statuses,
+    }
+    loaded = sorted({name for part in PARTS if results[part] for name in results[part]["optional_modules_loaded"]})
+    results["optional_modules_loaded"] = loaded
+    passed, line = verdict(results)
+    results["verdict"] = line
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (out / "gpu_check.md").write_text(text)
+    print(text)
+    if loaded:
+        print(f"note: the check's imports loaded {', '.join(loaded)}, which it must run without")
+    print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
+    print(line, flush=True)
+    return 0 if passed else 1
+
+
+def exit_status(text: str) -> tuple[str, int]:
+    part, _, status = text.partition("=")
+    if part not in PARTS or not status.lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"expected PART=STATUS with PART in {PARTS}, got {text!r}")
+    return part, int(status)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    part = commands.add_parser("part", help="run one part, write <out>/parts/<part>.json")
+    part.add_argument("part", choices=PARTS)
+    part.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run of seconds")
+    part.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    summary = commands.add_parser("report", help="merge the parts into gpu_check.json, print PASS/FAIL")
+    summary.add_argument("--exit", type=exit_status, action="append", default=[],
+                         help="PART=STATUS: how each part's process ended (recorded in the JSON)")
+    for command in (part, summary):
+        command.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    if args.command == "part":
+        run_part(args.part, args.quick, args.device, args.out)
+        return 0
+    return report(args.out, dict(args.exit))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

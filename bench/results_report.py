@@ -1,0 +1,282 @@
+"""docs/RESULTS.md: what AllNC does, measured by the project's own tools.
+
+    python bench/results_report.py                 # train the ablations (local engine), then write the doc
+    python bench/results_report.py --report-only   # rewrite the doc from the JSON and figures already made
+    python bench/results_report.py --smoke --out /tmp/results   # tiny version, for the test suite
+
+Inputs and outputs:
+- The unconstrained-features study across imbalance ratios: `bench/results/ufm_imbalance.json`,
+  written by `python bench/ufm_study.py --imbalance-grid` (its own command: it is a separate study).
+- The ablation job (`jobs/ablation.py --local`) on each dataset of ABLATIONS, 3 seeds: its runs go to
+  `runs/results/<config>/`, its `ablation.json` is copied to `bench/results/ablation_<config>.json`,
+  and the CE and AllNC heatmaps of the first seed go to `docs/figures/`.
+- The reconstructed choices of METHOD.md (CHOICES): AllNC on digits-LT with one choice switched from
+  its default at a time, 3 seeds each, through the same job (`--variants allnc`); their runs go to
+  `runs/results/choices_digits_lt/<choice>/`, the summary to `bench/results/choices_digits_lt.json`.
+- The doc: the tables, the figures, the comparisons computed from the numbers, and the discussion
+  from `docs/results_discussion.md` (written by hand after reading the numbers).
+
+The jobs run two at a time, one process (and one thread) each. Tracking is off for these runs
+(`tracking.enabled=false`): one SQLite store takes one writer. Finished runs are reused, so an
+interrupted report picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from allnc_dist.ablation import VARIANTS, ablation_table, load_finished_run  # noqa: E402
+from allnc_dist.compare import TABLE_NOTE, display_name, plot_geometry  # noqa: E402
+
+# (config file, what the doc calls it)
+ABLATIONS = {
+    "digits_lt": "digits-LT (10 classes, IR 100, small CNN)",
+    "synthetic100_small": "synthetic-LT (100 classes, IR 100, 8×8 images, small CNN)",
+}
+ABLATION_OVERRIDES = {"synthetic100_small": ["train.epochs=30", "train.eval_every=30", "train.checkpoint_every=30"]}
+# Choices METHOD.md leaves to us, each tried against AllNC's default on CHOICES_CONFIG: a name, what
+# the choice is (against the default), and the overrides that make it.
+CHOICES_CONFIG = "digits_lt"
+CHOICES = {
+    "p2p_contrastive": ("P2P as the bidirectional CE (METHOD.md's first form), not MSE + ETF Gram",
+                        ["method.p2p.form=contrastive"]),
+    "gbbn_class_balanced": ("GBBN's second sampler class-balanced (p_k = 1/K), not reversed (p_k ∝ 1/n_k)",
+                            ["method.gbbn.rebalance=class_balanced"]),
+    "gbbn_logit_adjust": ("GBBN re-balanced by loss (logit adjustment, no second sampler), not by a sampler",
+                          ["method.gbbn.rebalance=logit_adjust"]),
+    "gbbn_linear": ("α_t linear, not parabolic 1 − (t/T)²", ["method.gbbn.schedule=linear"]),
+    "gbbn_loss_la": ("ℓ = logit-adjusted CE in GBBN, not CE", ["method.loss=la"]),
+    "hycon_prototypes": ("HyCon against the prototypes only, not prototypes and batch samples",
+                         ["method.hycon.negatives=prototypes"]),
+    "beta_0.5": ("class-mean EMA β = 0.5, not 0.9", ["method.class_means.beta=0.5"]),
+}
+SMOKE_OVERRIDES = ["train.epochs=1", "train.eval_every=1", "train.checkpoint_every=1", "data.batch_size=64"]
+SMOKE_VARIANTS = "ce,allnc"
+SMOKE_CHOICES = 2
+UFM_KEYS = (("few_cos_classifier", "few cos W"), ("few_cos_means", "few cos means"), ("nc3", "NC3"))
+
+
+@dataclass(frozen=True)
+class AblationJob:
+    """One `jobs/ablation.py --local` process: a config, the variants, extra overrides, its folder."""
+    config: str
+    work: Path
+    variants: str | None
+    overrides: tuple[str, ...]
+
+    def command(self, seeds: int) -> list[str]:
+        command = [sys.executable, str(ROOT / "jobs" / "ablation.py"), "--local", "--config",
+                   str(ROOT / "jobs" / "configs" / f"{self.config}.yaml"), "--seeds", str(seeds), "--out", str(self.work)]
+        if self.variants:
+            command += ["--variants", self.variants]
+        return command + ["train.progress=false", "tracking.enabled=false", *self.overrides]
+
+
+def ablation_jobs(work_root: Path, smoke: bool) -> list[AblationJob]:
+    """The ablation of every config in ABLATIONS, then AllNC under each reconstructed choice."""
+    def overrides(config: str, extra: list[str]) -> tuple[str, ...]:
+        return (*extra, *(SMOKE_OVERRIDES if smoke else ABLATION_OVERRIDES.get(config, [])))
+
+    jobs = [AblationJob(config, work_root / config, SMOKE_VARIANTS if smoke else None, overrides(config, []))
+            for config in ABLATIONS]
+    choices = list(CHOICES.items())[:SMOKE_CHOICES] if smoke else CHOICES.items()
+    return jobs + [AblationJob(CHOICES_CONFIG, choices_root(work_root) / name, "allnc", overrides(CHOICES_CONFIG, extra))
+                   for name, (_, extra) in choices]
+
+
+def choices_root(work_root: Path) -> Path:
+    return work_root / f"choices_{CHOICES_CONFIG}"
+
+
+def run_job(job: AblationJob, seeds: int) -> str | None:
+    """Runs one job to its end; returns what failed (with its log), or None."""
+    job.work.mkdir(parents=True, exist_ok=True)
+    with open(job.work / "ablation.log", "a") as log:
+        code = subprocess.run(job.command(seeds), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+    return None if code == 0 else f"{job.work} (log: {log.name})"
+
+
+def run_ablations(jobs: list[AblationJob], seeds: int, parallel: int = 2) -> None:
+    """Every job, `parallel` at a time: they share nothing but the CPUs."""
+    with ThreadPoolExecutor(parallel) as pool:
+        failed = [f for f in pool.map(lambda job: run_job(job, seeds), jobs) if f]
+    if failed:
+        raise SystemExit(f"ablation failed: {', '.join(failed)}")
+
+
+def collect_ablation(config: str, work: Path, results_dir: Path, figures_dir: Path) -> None:
+    """Keep the ablation's JSON and the CE / AllNC heatmaps of its first seed next to the doc."""
+    shutil.copyfile(work / "ablation.json", results_dir / f"ablation_{config}.json")
+    first_seed = min(int(s) for s in json.loads((work / "ablation.json").read_text())["runs"]["ce"])
+    runs = {name: load_finished_run(work / name / f"seed{first_seed}") for name in ("ce", "allnc")}
+    folder = figures_dir / config
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_geometry(runs, runs["ce"].report["class_counts"], folder)
+
+
+def collect_choices(work_root: Path, results_dir: Path) -> None:
+    """AllNC's aggregates under each choice that has run, with what the choice is, in one JSON."""
+    record = {"config": CHOICES_CONFIG, "choices": {}}
+    for name, (what, overrides) in CHOICES.items():
+        path = choices_root(work_root) / name / "ablation.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            record["choices"][name] = {"what": what, "overrides": overrides, "epochs": data["epochs"],
+                                       "seeds": len(data["runs"]["allnc"]), "aggregates": data["aggregates"]["allnc"]}
+    (results_dir / f"choices_{CHOICES_CONFIG}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def choices_section(results_dir: Path) -> str:
+    """AllNC with its defaults (from the ablation) against AllNC with each choice switched, and the
+    choices ordered by how far they move overall accuracy."""
+    choices = json.loads((results_dir / f"choices_{CHOICES_CONFIG}.json").read_text())["choices"]
+    default = json.loads((results_dir / f"ablation_{CHOICES_CONFIG}.json").read_text())["aggregates"]["allnc"]
+    rows = {"AllNC (defaults)": default, **{name: c["aggregates"] for name, c in choices.items()}}
+
+    def delta(name: str, key: str) -> float:
+        return choices[name]["aggregates"][key]["mean"] - default[key]["mean"]
+
+    moved = sorted(choices, key=lambda name: -abs(delta(name, "acc_top1")))
+    lines = [f"- `{name}` ({' '.join(choices[name]['overrides'])}): {choices[name]['what']}. "
+             f"{delta(name, 'acc_top1'):+.1f} points overall, {delta(name, 'acc_few'):+.1f} on Few, "
+             f"NC1 {delta(name, 'nc1'):+.3f}, few cos W {delta(name, 'few_cos_classifier'):+.3f}."
+             for name in moved]
+    seeds = {c["seeds"] for c in choices.values()}
+    return "\n\n".join([
+        f"### AllNC's reconstructed choices ({ABLATIONS[CHOICES_CONFIG]})",
+        f"AllNC with one choice of METHOD.md switched from its default at a time, {'/'.join(map(str, sorted(seeds)))} "
+        f"seed(s) each, the same data and recipe as the ablation above. Source: "
+        f"`{os.path.relpath(results_dir / f'choices_{CHOICES_CONFIG}.json', ROOT)}`.",
+        ablation_table(rows),
+        "Against AllNC with its defaults, largest change in overall accuracy first:\n\n" + "\n".join(lines),
+    ])
+
+
+def mean_and_std(cell: dict) -> str:
+    """`mean ± std`; one seed has no std (the study stores null), and the cell says so."""
+    std = "–" if cell["std"] is None else f"{cell['std']:.3f}"
+    return f"{cell['mean']:+.3f} ± {std}"
+
+
+def ufm_table(study: dict) -> str:
+    """One row per (ratio, variant): the minority-collapse cosines and NC3, mean ± std over seeds."""
+    lines = ["| IR | variant | " + " | ".join(label for _, label in UFM_KEYS) + " |",
+             "|---|---|" + "---|" * len(UFM_KEYS)]
+    for ratio, variants in study["ratios"].items():
+        for name, cell in variants.items():
+            values = " | ".join(mean_and_std(cell[key]) for key, _ in UFM_KEYS)
+            lines.append(f"| {ratio} | {name} | {values} |")
+    return "\n".join(lines)
+
+
+def mean_of(aggregates: dict, variant: str, key: str) -> float:
+    return aggregates[variant][key]["mean"]
+
+
+def comparisons(aggregates: dict) -> list[str]:
+    """Plain statements computed from the table: AllNC against CE and the best baseline, and what
+    each part of AllNC is worth (the full method minus each ablation)."""
+    baselines = [v for v in ("ce", "la", "ldam_drw", "bbn", "etf_dr") if v in aggregates]
+    lines = []
+    for key, label in (("acc_top1", "overall"), ("acc_few", "Few")):
+        allnc = mean_of(aggregates, "allnc", key)
+        best = max(baselines, key=lambda v: mean_of(aggregates, v, key))
+        lines.append(f"- {label} accuracy: AllNC {allnc:.1f} %, CE {mean_of(aggregates, 'ce', key):.1f} %, "
+                     f"best baseline {display_name(best)} {mean_of(aggregates, best, key):.1f} % "
+                     f"(AllNC {allnc - mean_of(aggregates, best, key):+.1f} points).")
+    for ablation in ("allnc_no_hycon", "allnc_no_p2p", "allnc_no_gbbn"):
+        if ablation in aggregates:
+            delta = mean_of(aggregates, "allnc", "acc_top1") - mean_of(aggregates, ablation, "acc_top1")
+            few = mean_of(aggregates, "allnc", "acc_few") - mean_of(aggregates, ablation, "acc_few")
+            lines.append(f"- {display_name(ablation)}: the full method is {delta:+.1f} points overall and "
+                         f"{few:+.1f} on Few against it.")
+    return lines
+
+
+def ablation_section(config: str, title: str, results_dir: Path, figures_dir: Path, doc_dir: Path) -> str:
+    data = json.loads((results_dir / f"ablation_{config}.json").read_text())
+    aggregates = {name: data["aggregates"][name] for name in VARIANTS if name in data["aggregates"]}
+    seeds = len(next(iter(data["runs"].values())))
+    figures = figures_dir / config
+    images = "\n\n".join(f"![{kind}]({os.path.relpath(figures / f'heatmap_{kind}.png', doc_dir)})"
+                         for kind in ("classifier", "class_means"))
+    return "\n\n".join([
+        f"### {title}",
+        f"{seeds} seed(s) (train.seed 0..{seeds - 1}; the data split is fixed), {data['epochs']} epochs, "
+        f"mean ± sample std. Source: `{os.path.relpath(results_dir / f'ablation_{config}.json', ROOT)}`.",
+        ablation_table(aggregates),
+        "\n".join(comparisons(aggregates)) if "allnc" in aggregates and "ce" in aggregates else "",
+        f"CE (left) and AllNC (right), first seed: cosines of the centred classifier vectors and class "
+        f"means, classes sorted by training count (head first).\n\n{images}",
+    ])
+
+
+def write_doc(out: Path, results_dir: Path, figures_dir: Path, ufm_path: Path, discussion: Path) -> None:
+    sections = [
+        "# Results: what AllNC does",
+        f"Generated by `python bench/results_report.py` on {time.strftime('%Y-%m-%d')} (CPU, "
+        f"{os.cpu_count()} cores). Rerun it to reproduce every number here; `--report-only` rewrites "
+        "this page from the JSON in `bench/results/`.",
+        "## Minority collapse in the unconstrained-features model",
+    ]
+    if ufm_path.exists():
+        study = json.loads(ufm_path.read_text())
+        sections += [
+            f"{study['protocol_text']} Source: `{os.path.relpath(ufm_path, ROOT)}` "
+            "(`python bench/ufm_study.py --imbalance-grid`). A Few cosine near +1 is minority collapse; the "
+            f"simplex ETF has {-1 / 9:+.3f} (K = 10).",
+            ufm_table(study),
+        ]
+    else:
+        sections.append(f"Not run yet: `{os.path.relpath(ufm_path, ROOT)}` is missing.")
+    sections.append("## Ablation: baselines and AllNC without each of its parts")
+    for config, title in ABLATIONS.items():
+        if (results_dir / f"ablation_{config}.json").exists():
+            sections.append(ablation_section(config, title, results_dir, figures_dir, out.parent))
+    if (results_dir / f"choices_{CHOICES_CONFIG}.json").exists():
+        sections.append(choices_section(results_dir))
+    sections.append(TABLE_NOTE)
+    if discussion.exists():
+        sections.append(discussion.read_text().strip())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n\n".join(s for s in sections if s) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny ablations (2 variants, 1 seed, 1 epoch)")
+    parser.add_argument("--report-only", action="store_true", help="write the doc from existing JSON only")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="folder for the doc, JSON and figures (default: the repo's)")
+    args = parser.parse_args()
+    if args.out is None:
+        doc, results_dir, figures_dir, work_root = (ROOT / "docs" / "RESULTS.md", ROOT / "bench" / "results",
+                                                    ROOT / "docs" / "figures", ROOT / "runs" / "results")
+    else:
+        doc, results_dir, figures_dir, work_root = (args.out / "RESULTS.md", args.out, args.out / "figures",
+                                                    args.out / "runs")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_ablations(ablation_jobs(work_root, args.smoke), 1 if args.smoke else args.seeds)
+        for config in ABLATIONS:
+            collect_ablation(config, work_root / config, results_dir, figures_dir)
+        collect_choices(work_root, results_dir)
+    write_doc(doc, results_dir, figures_dir, results_dir / "ufm_imbalance.json", ROOT / "docs" / "results_discussion.md")
+    print(f"wrote {doc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""bench/step_time.py in its smoke mode, and bench/performance_report.py on its output and on copies of
+the committed result JSONs. Figures are not asserted (this machine is shared and noisy): only that every
+part is measured and every section and target line is written."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SHAPES = ("small_cnn digits 8x8 b32", "resnet32 cifar 32x32 b128")
+CONFIGS = ("ce", "ce+hycon", "ce+p2p", "ce+gbbn_sampler", "ce+gbbn_loss", "allnc", "allnc-hycon", "allnc-p2p",
+           "allnc-gbbn", "allnc_gbbn_loss", "allnc trackers alone", "allnc objective alone")
+PARTS = ("class-mean trackers", "HyCon", "P2P", "GBBN by sampler", "GBBN by loss", "AllNC objective")
+SECTIONS = ("## Targets", "## Step time: AllNC against CE, by part", "## Where the AllNC step's time goes",
+            "### Hot-path changes", "## Class-mean sync", "## Loader throughput", "## Worker scaling",
+            "## GPU (bench/gpu_check.sh)")
+TARGET_LINES = ("- AllNC step time ≤ 1.15 × CE at CIFAR shape: ",
+                "- Class-mean sync ≤ 5 % of step time at ImageNet-LT scale",
+                "- Loader: streaming throughput ≥ map-style baseline: ")
+
+
+def run(script: str, *args) -> None:
+    proc = subprocess.run([sys.executable, f"bench/{script}", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """A results folder: a smoke step_time.json, plus copies of the committed JSONs of the other benches."""
+    folder = tmp_path_factory.mktemp("results")
+    run("step_time.py", "--smoke", "--out", folder / "step_time.json")
+    for name in ("class_mean_sync.json", "loader.json", "worker_scaling.json"):
+        shutil.copyfile(RESULTS / name, folder / name)
+    return folder
+
+
+def report(results: Path, out: Path) -> str:
+    run("performance_report.py", "--results", results, "--out", out)
+    return out.read_text()
+
+
+def test_step_time_smoke_measures_every_part_for_both_shapes(results):
+    step = json.loads((results / "step_time.json").read_text())
+    assert step["smoke"] and tuple(step["shapes"]) == SHAPES
+    for shape in step["shapes"].values():
+        assert set(shape["configs"]) == set(CONFIGS)
+        assert all(row["step_ms"] > 0 and row["ratio_vs_ce"] > 0 for row in shape["configs"].values())
+        assert shape["configs"]["ce"]["flops"] > 0 and shape["objective_aten_ops"] > 0
+        for part in PARTS:
+            assert sum(row["part"].startswith(part) for row in shape["parts"]) == 1, part
+    assert step["profile"]["top_ops"]
+
+
+def test_report_writes_every_section_and_target(results, tmp_path):
+    doc = report(results, tmp_path / "PERFORMANCE.md")
+    for heading in SECTIONS:
+        assert heading in doc, heading
+    for line in TARGET_LINES:
+        assert line in doc, line
+    assert "python bench/step_time.py && python bench/performance_report.py" in doc
+    assert "(smoke run: not a measurement)" in doc
+    assert "not run yet: no GPU was available" in doc
+
+
+def test_report_fills_the_gpu_section_and_tolerates_absent_inputs(results, tmp_path):
+    partial = tmp_path / "results"
+    partial.mkdir()
+    shutil.copyfile(results / "step_time.json", partial / "step_time.json")
+    gpu = {"environment": {"card": "NVIDIA H200"},
+           "throughput": {"rows": [{"shape": "resnet32 cifar", "ce_images_per_s": 9000.0,
+                                    "allnc_images_per_s": 5000.0, "allnc_over_ce_step_time": 1.8}]}}
+    (partial / "gpu_check.json").write_text(json.dumps(gpu))
+    doc = report(partial, tmp_path / "PERFORMANCE.md")
+    assert "Card: NVIDIA H200" in doc and "| resnet32 cifar" in doc and "1.80" in doc
+    assert "not run yet" not in doc
+    for name in ("class_mean_sync.json", "loader.json", "worker_scaling.json"):
+        assert f"`{name}` is absent" in doc

@@ -1,0 +1,42 @@
+"""bench/results_report.py in its smoke mode: the ablations and two of the choice runs train for real
+(local engine, 1 epoch), and the doc it writes carries their numbers, the comparisons computed from
+them and the heatmaps."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(600)
+def test_results_report_smoke_writes_the_doc_from_real_runs(tmp_path):
+    ufm = ROOT / "bench" / "results" / "ufm_imbalance.json"
+    if ufm.exists():
+        shutil.copyfile(ufm, tmp_path / "ufm_imbalance.json")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "results_report.py"), "--smoke", "--out", str(tmp_path)],
+                   check=True, cwd=ROOT, timeout=540)
+    doc = (tmp_path / "RESULTS.md").read_text()
+    for config in ("digits_lt", "synthetic100_small"):
+        aggregates = json.loads((tmp_path / f"ablation_{config}.json").read_text())["aggregates"]
+        allnc, ce = aggregates["allnc"]["acc_top1"]["mean"], aggregates["ce"]["acc_top1"]["mean"]
+        # The table row and the computed comparison both carry the runs' own numbers.
+        assert re.search(rf"\| AllNC +\| {allnc:.1f} ", doc) and f"AllNC {allnc:.1f} %, CE {ce:.1f} %" in doc
+        for kind in ("classifier", "class_means"):
+            png = tmp_path / "figures" / config / f"heatmap_{kind}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"figures/{config}/heatmap_{kind}.png" in doc
+    # The choices study: AllNC under each tried choice, its row and its change against the defaults.
+    choices = json.loads((tmp_path / "choices_digits_lt.json").read_text())["choices"]
+    default = json.loads((tmp_path / "ablation_digits_lt.json").read_text())["aggregates"]["allnc"]
+    assert len(choices) == 2
+    for name, choice in choices.items():
+        change = choice["aggregates"]["acc_top1"]["mean"] - default["acc_top1"]["mean"]
+        assert re.search(rf"\| {re.escape(name)} +\| {choice['aggregates']['acc_top1']['mean']:.1f} ", doc)
+        assert f"`{name}` ({' '.join(choice['overrides'])}): {choice['what']}. {change:+.1f} points overall" in doc
+    assert ("| IR | variant |" in doc) == ufm.exists()
