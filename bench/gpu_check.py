@@ -1,10 +1,12 @@
-"""The GPU check's measurements: AllNC step throughput against CE, the class-mean sync over NCCL, and a
-short AllNC training run that must reach a stated accuracy. See docs/gpu_check.md.
+"""The GPU check's measurements: AllNC step throughput against CE, the class-mean sync over NCCL, a
+short AllNC training run that must reach a stated accuracy, and, where Ray, DeepSpeed and WebDataset are
+installed, the product's distributed path (one Ray Train worker, DeepSpeed ZeRO, bf16). See
+docs/gpu_check.md.
 
 Run through bench/gpu_check.sh, which checks the dependencies first and gives each part its own hard
 time limit; by hand:
 
-    python bench/gpu_check.py part throughput|sync|accuracy [--quick] [--device cuda|cpu] [--out DIR]
+    python bench/gpu_check.py part throughput|sync|accuracy|distributed [--quick] [--device cuda|cpu] [--out DIR]
     python bench/gpu_check.py report [--out DIR] [--exit PART=STATUS ...]
 
 Each part writes <out>/parts/<part>.json; `report` merges what the parts left into <out>/gpu_check.json,
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +43,9 @@ sys.path.insert(0, str(HERE))
 from gpu_check_deps import OPTIONAL  # noqa: E402  (bench/ is not a package)
 from step_time import synchronize, time_steps  # noqa: E402
 
-PARTS = ("throughput", "sync", "accuracy")
+PARTS = ("throughput", "sync", "accuracy", "distributed")
+REPO = HERE.parent
+DISTRIBUTED_STACK = ("ray", "deepspeed", "webdataset")  # what jobs/digits_lt.py needs beyond the check
 PRESETS = ("ce", "allnc")
 STEP_WARMUP = 3  # the warm-up steps time_steps runs before timing
 
@@ -76,6 +82,8 @@ class Scale:
     sync_iters: int
     accuracy_overrides: tuple[str, ...]
     accuracy_threshold: float  # % overall top-1 the accuracy run must reach; see docs/gpu_check.md
+    distributed_zero_stage: int
+    distributed_epochs: int
 
 
 ACCURACY_COMMON = (
@@ -98,6 +106,8 @@ FULL = Scale(
         "train.checkpoint_every=30",
     ),
     accuracy_threshold=25.0,
+    distributed_zero_stage=2,
+    distributed_epochs=10,
 )
 QUICK = Scale(
     step_shapes=(
@@ -115,6 +125,8 @@ QUICK = Scale(
         "train.checkpoint_every=5",
     ),
     accuracy_threshold=25.0,
+    distributed_zero_stage=1,
+    distributed_epochs=1,
 )
 
 
@@ -241,6 +253,44 @@ def run_accuracy(scale: Scale, device: torch.device) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------------- distributed
+def distributed_command(scale: Scale, device: torch.device, out: str) -> list[str]:
+    """jobs/digits_lt.py as a user runs it: AllNC on digits-LT shards, one Ray Train worker (its GPU, or
+    the CPU with gloo), DeepSpeed ZeRO; bf16 autocast is the config's default on CUDA."""
+    epochs = scale.distributed_epochs
+    return [sys.executable, "jobs/digits_lt.py", "--methods", "allnc", "--num-workers", "1",  # run in REPO
+            "--gpus-per-worker", "1" if device.type == "cuda" else "0",
+            "--zero-stage", str(scale.distributed_zero_stage), "--out", out, f"train.epochs={epochs}",
+            f"train.eval_every={epochs}", f"train.checkpoint_every={epochs}", "train.progress=false",
+            "tracking.enabled=false"]
+
+
+def run_distributed(scale: Scale, device: torch.device) -> dict:
+    """The distributed path, where its stack is installed (skipped, not failed, where it is not). A job
+    that fails ends the part with its output's tail, so the report has no figures for it."""
+    missing = [name for name in DISTRIBUTED_STACK if importlib.util.find_spec(name) is None]  # finds, never imports
+    if missing:
+        return {"skipped": f"not installed: {', '.join(missing)}"}
+    with tempfile.TemporaryDirectory() as out:
+        command = distributed_command(scale, device, out)
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        job_s = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"distributed: the job exited with status {done.returncode}; its output ends with:\n"
+                             + "\n".join((done.stdout + done.stderr).splitlines()[-30:]))
+        run = Path(out) / "allnc"
+        metrics = json.loads((run / "report.json").read_text())["metrics"]
+        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [row for row in epochs if row["split"] == "train"]
+    return {
+        "command": " ".join(command[1:]), "zero_stage": scale.distributed_zero_stage,
+        "backend": "nccl" if device.type == "cuda" else "gloo", "bf16_autocast": device.type == "cuda",
+        "epochs": len(train), "job_s": job_s, "last_epoch_images_per_s": train[-1]["images_per_s"],
+        "top1_%": metrics["acc_top1"], "few_%": metrics["acc_few"],
+    }
+
+
 def run_part(part: str, quick: bool, device_name: str, out: Path) -> None:
     scale = QUICK if quick else FULL
     device = pick_device(device_name)
@@ -249,7 +299,8 @@ def run_part(part: str, quick: bool, device_name: str, out: Path) -> None:
         # make a step up to 10x slower than one thread does.
         torch.set_num_threads(1)
     started = time.perf_counter()
-    measure = {"throughput": measure_throughput, "sync": measure_sync, "accuracy": run_accuracy}[part]
+    measure = {"throughput": measure_throughput, "sync": measure_sync, "accuracy": run_accuracy,
+               "distributed": run_distributed}[part]
     result = measure(scale, device)
     result.update(
         quick=quick, device=str(device), wall_s=time.perf_counter() - started,
@@ -339,6 +390,15 @@ def markdown(results: dict) -> str:
             f"(Many {accuracy['many_%']:.1f}, Medium {accuracy['medium_%']:.1f}, Few {accuracy['few_%']:.1f}) in "
             f"{accuracy['train_s']:.0f} s; threshold {accuracy['threshold_top1_%']:.0f} %.",
         ]
+    distributed = results["distributed"]
+    if distributed is not None:
+        lines += ["", f"**Distributed path**: skipped ({distributed['skipped']})." if "skipped" in distributed else
+                  f"**Distributed path** (`{distributed['command']}`: 1 Ray Train worker, DeepSpeed ZeRO-"
+                  f"{distributed['zero_stage']}, {distributed['backend']}, bf16 autocast "
+                  f"{'on' if distributed['bf16_autocast'] else 'off'}): top-1 {distributed['top1_%']:.1f} % "
+                  f"(Few {distributed['few_%']:.1f}) after {distributed['epochs']} epoch(s), "
+                  f"{distributed['last_epoch_images_per_s']:.0f} images/s in the last epoch, "
+                  f"{distributed['job_s']:.0f} s for the whole job (Ray start-up and shard writing included)."]
     return "\n".join(lines) + "\n"
 
 

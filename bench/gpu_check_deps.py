@@ -33,7 +33,8 @@ REQUIRED = {
     "matplotlib": "allnc_dist.metrics.plots, imported at module level via allnc_dist.engine",
     "sklearn": "allnc_dist.data.digits, imported at module level via allnc_dist.data",
 }
-# The distributed and tracking stack: the GPU check neither needs nor imports them.
+# The distributed and tracking stack: the check's own processes never import them; its distributed
+# part runs jobs/digits_lt.py (which does) where Ray, DeepSpeed and WebDataset are installed.
 OPTIONAL = {
     "webdataset": "shard streaming (data.source=shards)",
     "ray": "the distributed engine",

@@ -393,33 +393,13 @@ def overloaded_note(scaling: dict) -> str:
             "two workers, Ray and the other jobs competed for them)")
 
 
-def gpu_rows(data: dict) -> list[dict]:
-    """Per-shape rows of gpu_check.json, wherever its writer put them (read defensively)."""
-    found = (data.get("throughput") or {}).get("rows") or data.get("shapes") or data.get("rows") or []
-    if isinstance(found, dict):
-        found = [{"shape": name, **row} for name, row in found.items()]
-    rows = []
-    for row in found:
-        ratio = row.get("allnc_over_ce_step_time", row.get("ratio"))
-        rows.append({"shape": row.get("shape", "?"), "CE images/s": num(row.get("ce_images_per_s"), 0),
-                     "AllNC images/s": num(row.get("allnc_images_per_s"), 0), "AllNC / CE step time": num(ratio)})
-    return rows
-
-
-def gpu_section(gpu: dict | None) -> list[str]:
+def gpu_section(gpu: dict | None, summary: Path) -> list[str]:
+    """The GPU check's own markdown (every part's figures, the card, the versions) and its verdict."""
     lines = ["## GPU (bench/gpu_check.sh)", ""]
-    if gpu is None:
+    if gpu is None or not summary.exists():
         return lines + ["not run yet: no GPU was available. `bash bench/gpu_check.sh` on a GPU machine writes "
-                        "`bench/results/gpu_check.json`; rerun this report to fill this section.", ""]
-    env = gpu.get("environment") or {}
-    card = gpu.get("card") or env.get("card") or "unknown card"
-    rows = gpu_rows(gpu)
-    lines += [f"Card: {card}" + (f", torch {env['torch']}, CUDA {env.get('cuda')}" if "torch" in env else "")
-              + (f", {env['date']}" if "date" in env else "") + ".", ""]
-    lines += [table(rows), ""] if rows else ["gpu_check.json holds no per-shape step figures.", ""]
-    if gpu.get("verdict"):
-        lines += [f"Check: {gpu['verdict']}", ""]
-    return lines
+                        "`bench/results/gpu_check.json` and `gpu_check.md`; rerun this report to fill this section.", ""]
+    return lines + [summary.read_text().strip(), "", f"Check: {gpu['verdict']}", ""]
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -451,7 +431,8 @@ def markdown(results: Path) -> str:
         "",
     ]
     sections = [header, targets_section(step, sync, loader), step_section(step), profile_section(step, before),
-                sync_section(sync), loader_section(loader), scaling_section(scaling), gpu_section(gpu)]
+                sync_section(sync), loader_section(loader), scaling_section(scaling),
+                gpu_section(gpu, results / "gpu_check.md")]
     return "\n".join(line for section in sections for line in section)
 
 

@@ -72,12 +72,13 @@ def test_report_fills_the_gpu_section_and_tolerates_absent_inputs(results, tmp_p
     partial = tmp_path / "results"
     partial.mkdir()
     shutil.copyfile(results / "step_time.json", partial / "step_time.json")
-    gpu = {"environment": {"card": "NVIDIA H200"},
-           "throughput": {"rows": [{"shape": "resnet32 cifar", "ce_images_per_s": 9000.0,
-                                    "allnc_images_per_s": 5000.0, "allnc_over_ce_step_time": 1.8}]}}
-    (partial / "gpu_check.json").write_text(json.dumps(gpu))
+    # What bench/gpu_check.py's report writes: the JSON with its verdict and the markdown of every part.
+    (partial / "gpu_check.json").write_text(json.dumps({"verdict": "PASS: AllNC on synthetic-LT reached 61.0 %"}))
+    (partial / "gpu_check.md").write_text("### GPU check: NVIDIA H200\n\n| shape | allnc_over_ce_step_time |\n"
+                                           "|---|---|\n| resnet32 cifar | 1.8 |\n")
     doc = report(partial, tmp_path / "PERFORMANCE.md")
-    assert "Card: NVIDIA H200" in doc and "| resnet32 cifar" in doc and "1.80" in doc
+    assert "### GPU check: NVIDIA H200" in doc and "| resnet32 cifar | 1.8 |" in doc
+    assert "Check: PASS: AllNC on synthetic-LT reached 61.0 %" in doc
     assert "not run yet" not in doc
     for name in ("class_mean_sync.json", "loader.json", "worker_scaling.json"):
         assert f"`{name}` is absent" in doc
