@@ -37,6 +37,7 @@ from tabulate import tabulate
 from allnc_dist.config import load_config
 from allnc_dist.engine.local import LocalTrainer
 from allnc_dist.method.class_means import per_class_sums
+from allnc_dist.tracking import RunDirectory
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -279,10 +280,9 @@ def run_distributed(scale: Scale, device: torch.device) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"distributed: the job exited with status {done.returncode}; its output ends with:\n"
                              + "\n".join((done.stdout + done.stderr).splitlines()[-30:]))
-        run = Path(out) / "allnc"
-        metrics = json.loads((run / "report.json").read_text())["metrics"]
-        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train = [row for row in epochs if row["split"] == "train"]
+        run = RunDirectory(Path(out) / "allnc")
+        metrics = json.loads(run.report_path.read_text())["metrics"]
+        train = [row for row in run.read_metrics() if row["split"] == "train"]
     return {
         "command": " ".join(command[1:]), "zero_stage": scale.distributed_zero_stage,
         "backend": "nccl" if device.type == "cuda" else "gloo", "bf16_autocast": device.type == "cuda",

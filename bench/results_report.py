@@ -40,6 +40,9 @@ sys.path.insert(0, str(ROOT))
 from allnc_dist.ablation import VARIANTS, ablation_table, load_finished_run  # noqa: E402
 from allnc_dist.compare import TABLE_NOTE, display_name, plot_geometry  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
+from ufm_study import mean_pm_std  # noqa: E402  (the study's own format for its cells)
+
 # (config file, what the doc calls it)
 ABLATIONS = {
     "digits_lt": "digits-LT (10 classes, IR 100, small CNN)",
@@ -165,19 +168,13 @@ def choices_section(results_dir: Path) -> str:
     ])
 
 
-def mean_and_std(cell: dict) -> str:
-    """`mean ± std`; one seed has no std (the study stores null), and the cell says so."""
-    std = "–" if cell["std"] is None else f"{cell['std']:.3f}"
-    return f"{cell['mean']:+.3f} ± {std}"
-
-
 def ufm_table(study: dict) -> str:
     """One row per (ratio, variant): the minority-collapse cosines and NC3, mean ± std over seeds."""
     lines = ["| IR | variant | " + " | ".join(label for _, label in UFM_KEYS) + " |",
              "|---|---|" + "---|" * len(UFM_KEYS)]
     for ratio, variants in study["ratios"].items():
         for name, cell in variants.items():
-            values = " | ".join(mean_and_std(cell[key]) for key, _ in UFM_KEYS)
+            values = " | ".join(mean_pm_std(cell[key]) for key, _ in UFM_KEYS)
             lines.append(f"| {ratio} | {name} | {values} |")
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from allnc_dist.ablation import summary
 from allnc_dist.analysis.unconstrained_features import train_unconstrained_features, ufm_training
 from allnc_dist.config import MethodConfig
 from allnc_dist.metrics import nc_metrics
@@ -75,10 +76,8 @@ def method_config(fields: dict) -> MethodConfig:
 
 
 def summarise(per_seed: list[dict], keys: tuple[str, ...]) -> dict:
-    """Mean and sample std over seeds of each key (std is None for a single seed)."""
-    def stats(values: list[float]) -> dict:
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
-    return {key: stats([run[key] for run in per_seed]) for key in keys}
+    """Mean and sample std over seeds of each key (std is None for a single seed), as the ablation's."""
+    return {key: summary([run[key] for run in per_seed]) for key in keys}
 
 
 def mean_pm_std(stat: dict) -> str:
