@@ -45,6 +45,19 @@ VARIANTS: dict[str, dict] = {
     "allnc_no_hycon": {"method": {"preset": "allnc", "hycon": {"weight": 0.0}}},
     "allnc_no_p2p": {"method": {"preset": "allnc", "p2p": {"weight": 0.0}}},
     "allnc_no_gbbn": {"method": {"preset": "allnc", "gbbn": {"enabled": False}}},
+    # The study of issue 13's options, one change from AllNC's default each (docs/RESULTS.md).
+    "allnc_aux_alpha": {"method": {"preset": "allnc", "aux": {"branch_weights": "alpha"}}},
+    "allnc_sqrt_sampler": {"method": {"preset": "allnc", "gbbn": {"rebalance": "tempered", "sampler_q": 0.5}}},
+    "allnc_la_by_loss": {"method": {"preset": "allnc", "loss": "la", "gbbn": {"rebalance": "logit_adjust"}}},
+    "allnc_light": {"method": {"preset": "allnc", "gbbn": {"rebalance": "logit_adjust", "shared_stage": True}}},
+    # ... and the other allowed pairings of the loss and the re-balancing branch (one prior correction each).
+    "allnc_balanced_sampler": {"method": {"preset": "allnc", "gbbn": {"rebalance": "class_balanced"}}},
+    "allnc_ce_la_by_loss": {"method": {"preset": "allnc", "gbbn": {"rebalance": "logit_adjust"}}},
+    "allnc_reweight": {"method": {"preset": "allnc", "gbbn": {"rebalance": "reweight"}}},
+    "allnc_la_reweight": {"method": {"preset": "allnc", "loss": "la", "gbbn": {"rebalance": "reweight"}}},
+    # The two options that helped most on digits-LT, together.
+    "allnc_la_alpha": {"method": {"preset": "allnc", "loss": "la", "gbbn": {"rebalance": "logit_adjust"},
+                                  "aux": {"branch_weights": "alpha"}}},
 }
 
 # Config fields that do not change what a run computes: a reused run may differ in these.

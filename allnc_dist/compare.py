@@ -23,12 +23,14 @@ TABLE_COLUMNS = [
     ("NC2 means", "nc2_means_maxangle", ".3f"),
     ("NC2 classifier", "nc2_classifier_maxangle", ".3f"),
     ("NC3", "nc3", ".3f"),
+    ("NC3 centred", "nc3_centred", ".3f"),
     ("few cos W", "few_cos_classifier", ".3f"),
     ("few cos means", "few_cos_means", ".3f"),
 ]
 
 TABLE_NOTE = (
-    "NC2 = mean |cos + 1/(K-1)| (max-angle) of the centred vectors; few cos = mean pairwise cosine of the Few "
+    "NC2 = mean |cos + 1/(K-1)| (max-angle) of the centred vectors; NC3 centred = NC3 with the centred classifier "
+    "and centred means of each branch, averaged over the branches (what P2P aligns); few cos = mean pairwise cosine of the Few "
     "classes (minority collapse: near 1 is collapsed, -1/(K-1) is ideal). Lower NC1/NC2/NC3 is closer to collapse."
 )
 
@@ -37,6 +39,12 @@ DISPLAY_NAMES = {
     "allnc": "AllNC", "ce": "CE", "la": "LA", "ldam_drw": "LDAM-DRW", "bbn": "BBN", "etf_dr": "ETF+DR",
     # The ablation job's variants (allnc_dist.ablation.VARIANTS): AllNC with one part switched off.
     "allnc_no_hycon": "AllNC \u2212 HyCon", "allnc_no_p2p": "AllNC \u2212 P2P", "allnc_no_gbbn": "AllNC \u2212 GBBN",
+    # ... and with one of the study's options switched on.
+    "allnc_aux_alpha": "AllNC, aux by \u03b1", "allnc_sqrt_sampler": "AllNC, \u221an sampler",
+    "allnc_la_by_loss": "AllNC, LA by loss", "allnc_light": "AllNC light",
+    "allnc_balanced_sampler": "AllNC, balanced sampler", "allnc_ce_la_by_loss": "AllNC, CE + LA by loss",
+    "allnc_reweight": "AllNC, re-weighted", "allnc_la_reweight": "AllNC, LA + re-weighted",
+    "allnc_la_alpha": "AllNC, LA by loss + aux by \u03b1",
 }
 
 

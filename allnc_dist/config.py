@@ -53,6 +53,11 @@ class DataConfig(Section):
     # synthetic-LT shape (ImageNet-LT: num_classes=1000, max_per_class=1280, imbalance_ratio=256).
     num_classes: int = Field(10, ge=2)
     max_per_class: int = Field(500, ge=1)
+    profile: Literal["exponential", "imagenet_lt"] = Field(
+        "exponential",
+        description="synthetic-LT class counts: exponential (n_max IR^(-k/(K-1))), or imagenet_lt, ImageNet-LT's "
+        "count shape (1000 classes, 1280 down to 5) scaled to max_per_class; imbalance_ratio is then unused.",
+    )
     image_size: int = Field(32, ge=4)
     channels: int = Field(3, ge=1)
     synthetic_test_per_class: int = Field(20, ge=1)
@@ -116,7 +121,12 @@ class HyConConfig(Section):
         "all-gather but is only approximately equivalent.",
     )
     projection_dim: int | None = Field(
-        None, ge=1, description="Bias-free linear projection before normalisation (commutes with means)."
+        None, ge=1, description="Width of a projection head before normalisation; None: no head."
+    )
+    projection_head: Literal["linear", "mlp"] = Field(
+        "linear",
+        description="linear: bias-free, commutes with class means; mlp: Linear-ReLU-Linear, after BCL's head "
+        "(prototypes are then the head applied to the centred class means).",
     )
 
 
@@ -132,16 +142,48 @@ class P2PConfig(Section):
 
 class GBBNConfig(Section):
     enabled: bool = True
-    rebalance: Literal["reversed", "class_balanced", "logit_adjust", "reweight"] = Field(
+    rebalance: Literal["reversed", "class_balanced", "tempered", "logit_adjust", "reweight"] = Field(
         "reversed",
-        description="Re-balancing branch: a second sampler (reversed, class_balanced) or a loss on the "
-        "uniform batch (logit_adjust, reweight).",
+        description="Re-balancing branch: a second sampler with p_k ∝ n_k^q (reversed: q=-1, class_balanced: "
+        "q=0, tempered: q=gbbn.sampler_q) or a loss on the uniform batch (logit_adjust, reweight).",
+    )
+    sampler_q: float = Field(
+        0.5, ge=-2.0, le=1.0,
+        description="Exponent q of the tempered sampler p_k ∝ n_k^q (rebalance=tempered): 1 instance, 0.5 "
+        "square-root, 0 class-balanced, -1 reversed.",
+    )
+    shared_stage: bool = Field(
+        False, description="Light bilateral network: one shared last stage feeding both classifiers (≈ CE's FLOPs) "
+        "instead of a last stage per branch.",
     )
     schedule: Literal["parabolic", "linear", "cosine", "step"] = Field(
         "parabolic", description="alpha_t: parabolic 1-(t/T)^2 (BBN), linear, cosine, or a hard switch."
     )
     switch_epoch: float | None = Field(None, ge=0.0, description="Epoch of the hard switch (schedule=step).")
     test_alpha: float = Field(0.5, ge=0.0, le=1.0)
+
+    @property
+    def sampler_exponent(self) -> float | None:
+        """q of the re-balancing sampler p_k ∝ n_k^q, or None when the branch re-balances by loss."""
+        return {"reversed": -1.0, "class_balanced": 0.0, "tempered": self.sampler_q}.get(self.rebalance)
+
+    @property
+    def rebalances_by_sampler(self) -> bool:
+        """A second, re-balanced batch that removes (part of) the label prior: q < 1."""
+        return self.enabled and self.sampler_exponent is not None and self.sampler_exponent < 1.0
+
+
+class AuxConfig(Section):
+    """How the auxiliary losses (HyCon, P2P) are weighted over the branches and over training."""
+
+    branch_weights: Literal["equal", "alpha"] = Field(
+        "equal",
+        description="equal: each branch's HyCon and P2P weigh 1/2; alpha: alpha_t on the conventional branch and "
+        "1 - alpha_t on the re-balancing one, following GBBN's classification weights.",
+    )
+    warmup_epochs: float = Field(
+        0.0, ge=0.0, description="lambda_h and lambda_p ramp linearly from 0 over these epochs (class means are noisy early)."
+    )
 
 
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
@@ -183,6 +225,7 @@ class MethodConfig(Section):
     hycon: HyConConfig = Field(default_factory=HyConConfig)
     p2p: P2PConfig = Field(default_factory=P2PConfig)
     gbbn: GBBNConfig = Field(default_factory=GBBNConfig)
+    aux: AuxConfig = Field(default_factory=AuxConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -201,7 +244,26 @@ class MethodConfig(Section):
             raise ValueError("method.loss='ldam' needs a learned classifier ('linear' or 'cosine')")
         if self.gbbn.schedule == "step" and self.gbbn.switch_epoch is None:
             raise ValueError("method.gbbn.schedule='step' needs method.gbbn.switch_epoch")
+        self._check_one_prior_correction()
         return self
+
+    def _check_one_prior_correction(self) -> None:
+        """A re-balancing sampler already removes the label prior from its batch; a prior-correcting
+        loss on that batch would correct a second time and over-favour the tail (METHOD.md, GBBN)."""
+        if not self.gbbn.rebalances_by_sampler:
+            return
+        sampler = f"method.gbbn.rebalance={self.gbbn.rebalance!r}"
+        if self.loss in ("la", "ldam"):
+            raise ValueError(
+                f"method.loss={self.loss!r} with {sampler} corrects for the label prior twice on the re-balanced "
+                "batch: use method.loss='ce' with a re-balancing sampler, or re-balance by loss "
+                "(method.gbbn.rebalance='logit_adjust' or 'reweight') with a uniform batch only"
+            )
+        if self.drw_start is not None:
+            raise ValueError(
+                f"method.drw_start (deferred re-weighting) with {sampler} corrects for the label prior twice on the "
+                "re-balanced batch: drop one of the two"
+            )
 
     @property
     def uses_class_means(self) -> bool:

@@ -29,9 +29,9 @@ from tabulate import tabulate
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from allnc_dist.config import DataConfig
+from allnc_dist.config import DataConfig, GBBNConfig
 from allnc_dist.data.datasets import build_transform
-from allnc_dist.data.samplers import rebalanced_class_probabilities
+from allnc_dist.data.samplers import tempered_class_probabilities
 from allnc_dist.shards import RebalancedStream, ShardIndex, ShardLoader, ShardStream, builtin_sources, load_index
 from allnc_dist.shards import write_shards
 from allnc_dist.shards.reader import decode_image, image_mode
@@ -63,7 +63,12 @@ SMOKE = Scale(
 )
 BATCH = 128
 WORKER_COUNTS = (1, 2)
-REBALANCE_MODES = ("reversed", "class_balanced")
+REBALANCE_MODES = ("reversed", "class_balanced")  # method.gbbn.rebalance names of two exponents q
+
+
+def sampler_exponent(mode: str) -> float:
+    """The exponent q of p_k ∝ n_k^q that method.gbbn.rebalance=`mode` samples with."""
+    return GBBNConfig(rebalance=mode).sampler_exponent
 
 
 # ------------------------------------------------------------------------------------- data sets
@@ -159,7 +164,7 @@ def throughput(index: ShardIndex, folder: Path, scale: Scale) -> dict:
     }
     for mode in REBALANCE_MODES:
         readers[f"shards, re-balanced ({mode})"] = lambda w, m=mode: ShardLoader(
-            RebalancedStream(index, m, 0, 1, 0, transform), BATCH, w)
+            RebalancedStream(index, sampler_exponent(m), 0, 1, 0, transform), BATCH, w)
     measured: dict[str, dict[int, list[float]]] = {name: {w: [] for w in WORKER_COUNTS} for name in readers}
     for _ in range(scale.rounds):
         for name, make in readers.items():
@@ -186,10 +191,11 @@ def rebalanced_distribution(index: ShardIndex, name: str, draws_per_class: int =
     labels_of = np.array([m.label for shard in index.shards for m in shard.members])
     offsets = np.concatenate([[0], np.cumsum(index.shard_sizes)])
     for mode in REBALANCE_MODES:
-        target = rebalanced_class_probabilities(index.class_counts, mode).numpy()
+        q = sampler_exponent(mode)
+        target = tempered_class_probabilities(index.class_counts, q).numpy()
         draws = draws_per_class * index.num_classes
         for rank, world in ((0, 1), (1, 2)):
-            plan = RebalancedStream(index, mode, rank, world, 0, samples_per_epoch=draws).plan(0)
+            plan = RebalancedStream(index, q, rank, world, 0, samples_per_epoch=draws).plan(0)
             labels = labels_of[offsets[plan.shards] + plan.members]
             rows.append({"set": name, "mode": mode, "rank": f"{rank} of {world}", "draws": draws,
                          "tv_distance": round(total_variation(labels, target), 5)})
@@ -200,11 +206,11 @@ def read_back_tv(index: ShardIndex, name: str, draws_per_class: int = 100) -> li
     """The same, from the labels the loader hands out (decoded samples, not the plan)."""
     rows = []
     for mode in REBALANCE_MODES:
-        draws = draws_per_class * index.num_classes
-        loader = ShardLoader(RebalancedStream(index, mode, 0, 1, 0, samples_per_epoch=draws), BATCH, 0,
+        q, draws = sampler_exponent(mode), draws_per_class * index.num_classes
+        loader = ShardLoader(RebalancedStream(index, q, 0, 1, 0, samples_per_epoch=draws), BATCH, 0,
                              drop_last=False)
         labels = torch.cat([y for _, y in loader]).numpy()
-        target = rebalanced_class_probabilities(index.class_counts, mode).numpy()
+        target = tempered_class_probabilities(index.class_counts, q).numpy()
         rows.append({"set": name, "mode": mode, "rank": "0 of 1, read back", "draws": len(labels),
                      "tv_distance": round(total_variation(labels, target), 5)})
     return rows
@@ -214,7 +220,7 @@ def memory(index: ShardIndex, name: str, scale: Scale) -> list[dict]:
     mean, std = shard_channel_stats(index)
     transform = build_transform("cifar", index.image_shape[1:], mean, std)
     streams = {"uniform": lambda t: ShardStream(index, 0, 1, 0, t),
-               "re-balanced (reversed)": lambda t: RebalancedStream(index, "reversed", 0, 1, 0, t)}
+               "re-balanced (reversed)": lambda t: RebalancedStream(index, sampler_exponent("reversed"), 0, 1, 0, t)}
     return [{"set": name, "samples": index.total_samples, "classes": index.num_classes,
              "image_shape": list(index.image_shape), "stream": stream,
              **worker_memory(make, transform, scale.batches)}

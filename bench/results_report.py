@@ -5,13 +5,14 @@
     python bench/results_report.py --smoke --out /tmp/results   # tiny version, for the test suite
 
 Inputs and outputs:
-- The unconstrained-features study across imbalance ratios: `bench/results/ufm_imbalance.json`,
-  written by `python bench/ufm_study.py --imbalance-grid` (its own command: it is a separate study).
-- The ablation job (`jobs/ablation.py --local`) on each dataset of ABLATIONS, 3 seeds: its runs go to
+- The unconstrained-features studies across imbalance ratios and across class counts:
+  `bench/results/ufm_imbalance.json` and `bench/results/ufm_classes.json`, written by
+  `python bench/ufm_study.py --imbalance-grid` and `--class-grid` (their own commands: separate studies).
+- The ablation job (`jobs/ablation.py --local`) on each dataset of ABLATIONS, 5 seeds: its runs go to
   `runs/results/<config>/`, its `ablation.json` is copied to `bench/results/ablation_<config>.json`,
   and the CE and AllNC heatmaps of the first seed go to `docs/figures/`.
 - The reconstructed choices of METHOD.md (CHOICES): AllNC on digits-LT with one choice switched from
-  its default at a time, 3 seeds each, through the same job (`--variants allnc`); their runs go to
+  its default at a time, 5 seeds each, through the same job (`--variants allnc`); their runs go to
   `runs/results/choices_digits_lt/<choice>/`, the summary to `bench/results/choices_digits_lt.json`.
 - The doc: the tables, the figures, the comparisons computed from the numbers, and the discussion
   from `docs/results_discussion.md` (written by hand after reading the numbers).
@@ -55,20 +56,22 @@ CHOICES_CONFIG = "digits_lt"
 CHOICES = {
     "p2p_contrastive": ("P2P as the bidirectional CE (METHOD.md's first form), not MSE + ETF Gram",
                         ["method.p2p.form=contrastive"]),
-    "gbbn_class_balanced": ("GBBN's second sampler class-balanced (p_k = 1/K), not reversed (p_k ∝ 1/n_k)",
-                            ["method.gbbn.rebalance=class_balanced"]),
-    "gbbn_logit_adjust": ("GBBN re-balanced by loss (logit adjustment, no second sampler), not by a sampler",
-                          ["method.gbbn.rebalance=logit_adjust"]),
     "gbbn_linear": ("α_t linear, not parabolic 1 − (t/T)²", ["method.gbbn.schedule=linear"]),
-    "gbbn_loss_la": ("ℓ = logit-adjusted CE in GBBN, not CE", ["method.loss=la"]),
     "hycon_prototypes": ("HyCon against the prototypes only, not prototypes and batch samples",
                          ["method.hycon.negatives=prototypes"]),
     "beta_0.5": ("class-mean EMA β = 0.5, not 0.9", ["method.class_means.beta=0.5"]),
 }
+NOT_RUN = ("Not measured with the current losses yet: `python bench/results_report.py` trains it (its earlier "
+           "figures measured the losses before issue 13 and were withdrawn).")
 SMOKE_OVERRIDES = ["train.epochs=1", "train.eval_every=1", "train.checkpoint_every=1", "data.batch_size=64"]
 SMOKE_VARIANTS = "ce,allnc"
 SMOKE_CHOICES = 2
 UFM_KEYS = (("few_cos_classifier", "few cos W"), ("few_cos_means", "few cos means"), ("nc3", "NC3"))
+UFM_CLASS_KEYS = (("few_cos_classifier", "few cos W"), ("few_cos_means", "few cos means"),
+                  ("few_self_duality", "few self-duality"))
+# The ablation job's variants that switch one of the study's options on (allnc_dist.ablation.VARIANTS).
+STUDY_OPTIONS = ("allnc_aux_alpha", "allnc_sqrt_sampler", "allnc_la_by_loss", "allnc_light", "allnc_balanced_sampler",
+                 "allnc_ce_la_by_loss", "allnc_reweight", "allnc_la_reweight", "allnc_la_alpha")
 
 
 @dataclass(frozen=True)
@@ -168,15 +171,33 @@ def choices_section(results_dir: Path) -> str:
     ])
 
 
-def ufm_table(study: dict) -> str:
-    """One row per (ratio, variant): the minority-collapse cosines and NC3, mean ± std over seeds."""
-    lines = ["| IR | variant | " + " | ".join(label for _, label in UFM_KEYS) + " |",
-             "|---|---|" + "---|" * len(UFM_KEYS)]
-    for ratio, variants in study["ratios"].items():
+def ufm_table(groups: dict, group_label: str, keys: tuple[tuple[str, str], ...]) -> str:
+    """One row per (group, variant) of a UFM study: each key's mean ± std over seeds."""
+    lines = [f"| {group_label} | variant | " + " | ".join(label for _, label in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for group, variants in groups.items():
         for name, cell in variants.items():
-            values = " | ".join(mean_pm_std(cell[key]) for key, _ in UFM_KEYS)
-            lines.append(f"| {ratio} | {name} | {values} |")
+            lines.append(f"| {group} | {name} | " + " | ".join(mean_pm_std(cell[key]) for key, _ in keys) + " |")
     return "\n".join(lines)
+
+
+def class_grid_label(k: str, variants: dict) -> str:
+    cell = next(iter(variants.values()))
+    return f"{k} ({cell['simplex_cosine']:+.3f}; {cell['protocol']['steps']}, {len(cell['per_seed'])})"
+
+
+def ufm_class_section(path: Path) -> list[str]:
+    study = json.loads(path.read_text())
+    return [
+        "### Across class counts",
+        f"K classes in D = K: K/2 majority classes of {study['majority_samples']} samples and K/2 minority (Few) "
+        "classes of 1, the protocol above with the weight decay scaled by √(10/K), so that the balance between "
+        "loss and decay that decides whether H = W = 0 is the only minimiser stays the one at K = 10. Steps and "
+        f"seeds per K are in the first column. Source: `{os.path.relpath(path, ROOT)}` "
+        "(`python bench/ufm_study.py --class-grid`).",
+        ufm_table({class_grid_label(k, variants): variants for k, variants in study["classes"].items()},
+                  "K (simplex cos; steps, seeds)", UFM_CLASS_KEYS),
+    ]
 
 
 def mean_of(aggregates: dict, variant: str, key: str) -> float:
@@ -200,6 +221,12 @@ def comparisons(aggregates: dict) -> list[str]:
             few = mean_of(aggregates, "allnc", "acc_few") - mean_of(aggregates, ablation, "acc_few")
             lines.append(f"- {display_name(ablation)}: the full method is {delta:+.1f} points overall and "
                          f"{few:+.1f} on Few against it.")
+    for option in STUDY_OPTIONS:
+        if option in aggregates:
+            delta = mean_of(aggregates, option, "acc_top1") - mean_of(aggregates, "allnc", "acc_top1")
+            few = mean_of(aggregates, option, "acc_few") - mean_of(aggregates, "allnc", "acc_few")
+            lines.append(f"- {display_name(option)}: {delta:+.1f} points overall and {few:+.1f} on Few against "
+                         "AllNC's defaults.")
     return lines
 
 
@@ -235,16 +262,22 @@ def write_doc(out: Path, results_dir: Path, figures_dir: Path, ufm_path: Path, d
             f"{study['protocol_text']} Source: `{os.path.relpath(ufm_path, ROOT)}` "
             "(`python bench/ufm_study.py --imbalance-grid`). A Few cosine near +1 is minority collapse; the "
             f"simplex ETF has {-1 / 9:+.3f} (K = 10).",
-            ufm_table(study),
+            ufm_table(study["ratios"], "IR", UFM_KEYS),
         ]
     else:
         sections.append(f"Not run yet: `{os.path.relpath(ufm_path, ROOT)}` is missing.")
-    sections.append("## Ablation: baselines and AllNC without each of its parts")
+    if ufm_path.with_name("ufm_classes.json").exists():
+        sections += ufm_class_section(ufm_path.with_name("ufm_classes.json"))
+    sections.append("## Ablation: baselines, AllNC without each of its parts, and AllNC with the study's options")
     for config, title in ABLATIONS.items():
         if (results_dir / f"ablation_{config}.json").exists():
             sections.append(ablation_section(config, title, results_dir, figures_dir, out.parent))
+        else:
+            sections.append(f"### {title}\n\n{NOT_RUN}")
     if (results_dir / f"choices_{CHOICES_CONFIG}.json").exists():
         sections.append(choices_section(results_dir))
+    else:
+        sections.append(f"### AllNC's reconstructed choices ({ABLATIONS[CHOICES_CONFIG]})\n\n{NOT_RUN}")
     sections.append(TABLE_NOTE)
     if discussion.exists():
         sections.append(discussion.read_text().strip())
@@ -256,7 +289,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny ablations (2 variants, 1 seed, 1 epoch)")
     parser.add_argument("--report-only", action="store_true", help="write the doc from existing JSON only")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, help="folder for the doc, JSON and figures (default: the repo's)")
     args = parser.parse_args()
     if args.out is None:

@@ -1,6 +1,6 @@
 """Step time of AllNC against CE, and what each part of AllNC adds, with the same model and batch.
 
-    python bench/step_time.py                                  # both shapes, ~10 min on 2 busy cores
+    python bench/step_time.py                                  # every shape, ~11 min on 2 busy cores
     python bench/step_time.py --smoke --out /tmp/step_time.json
 
 Shapes: the small CNN on digits (8x8x1, batch 32, K=10) and ResNet-32 on CIFAR (32x32x3, batch 128,
@@ -18,6 +18,11 @@ process's CPU time, with one intra-op thread by default: on a loaded machine wal
 time other jobs hold the core, and two OpenMP threads wait on each other at every operator (a 5 ms
 small-CNN step took 680 ms at load 6 on 2 cores), which inflates op-heavy workloads far more than
 others. On a GPU, time is wall time between device synchronisations.
+Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape and at ResNet-50 / K = 1000 (PATH_SHAPES:
+64x64 images, batch 16, so that it runs on a CPU): CE and AllNC with separate last stages re-balanced by
+sampler (the default) or by loss, and with one shared last stage (gbbn.shared_stage) by loss (the light
+path) or by sampler. A step trains on B images, or 2B with the sampler's second batch; the ratio per
+image is the ratio per step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
 torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default
@@ -74,6 +79,21 @@ CONFIGS = {
     "allnc_gbbn_loss": (["method.preset=allnc", "method.gbbn.rebalance=logit_adjust"],
                         "AllNC with GBBN re-balanced by loss (the cheap path)"),
 }
+# The GBBN paths timed per training image: name -> (method overrides, description)
+GBBN_PATHS = {
+    "ce": CONFIGS["ce"],
+    "allnc": (CONFIGS["allnc"][0], "(a) separate last stages, re-balanced by sampler (default)"),
+    "allnc_gbbn_loss": (CONFIGS["allnc_gbbn_loss"][0], "(b) separate last stages, re-balanced by loss"),
+    "allnc_shared_loss": (["method.preset=allnc", "method.gbbn.rebalance=logit_adjust", "method.gbbn.shared_stage=true"],
+                          "(c) one shared last stage, re-balanced by loss (the light path)"),
+    "allnc_shared_sampler": (["method.preset=allnc", "method.gbbn.shared_stage=true"],
+                             "(d) one shared last stage, re-balanced by sampler"),
+}
+# name -> (model overrides, image shape, batch, K), as SHAPES; ResNet-50 at a CPU-sized batch and image.
+PATH_SHAPES = {
+    TARGET_SHAPE: SHAPES[TARGET_SHAPE],
+    "resnet50 64x64 b16 K=1000": (["model.arch=resnet50"], (3, 64, 64), 16, 1000),
+}
 # Workloads timed beside the steps: the AllNC step's trackers alone, and its objective alone.
 TRACKERS, OBJECTIVE = "allnc trackers alone", "allnc objective alone"
 ALONE = {TRACKERS: "the AllNC step's class-mean updates (one per branch) and their backward",
@@ -96,11 +116,18 @@ class Scale:
     warmup: int  # untimed rounds of one call per workload, after a step under the FLOP counter
     round_s: float  # each workload runs about this long per round (at least one step)
     max_batch: int | None  # caps every shape's batch
+    max_image: int | None  # caps every shape's image height and width
     profile_steps: int
 
+    def shape(self, spec: tuple) -> tuple:
+        """A shape of SHAPES or PATH_SHAPES, (model overrides, image shape, batch, K), with this mode's caps."""
+        model_overrides, (channels, height, width), batch, k = spec
+        side = lambda n: min(n, self.max_image or n)  # noqa: E731
+        return model_overrides, (channels, side(height), side(width)), min(batch, self.max_batch or batch), k
 
-FULL = Scale(rounds=9, warmup=2, round_s=0.3, max_batch=None, profile_steps=2)
-SMOKE = Scale(rounds=1, warmup=1, round_s=0.0, max_batch=8, profile_steps=1)
+
+FULL = Scale(rounds=9, warmup=2, round_s=0.3, max_batch=None, max_image=None, profile_steps=2)
+SMOKE = Scale(rounds=1, warmup=1, round_s=0.0, max_batch=8, max_image=32, profile_steps=1)
 
 
 # --------------------------------------------------------------------------------------- workloads
@@ -126,6 +153,12 @@ class StepSetup:
         second = uses_rebalancing_sampler(cfg)
         self.batch = Batch(x, y, xr if second else None, yr if second else None).to(device)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+
+    @property
+    def images_per_step(self) -> int:
+        """Training images one step trains on: the batch, plus GBBN's re-balanced batch where it samples one."""
+        second = self.batch.images_rebalanced
+        return len(self.batch) + (0 if second is None else len(second))
 
     def new_objective(self) -> AllNCObjective:
         return AllNCObjective(self.cfg.method, self.class_counts, self.model.feature_dim, self.model.num_branches,
@@ -212,6 +245,14 @@ def timed_rounds(workloads: dict[str, Callable[[], None]], steps: int, rounds: i
     return seconds
 
 
+def time_workloads(workloads: dict[str, Callable[[], None]], scale: Scale, device) -> tuple[dict[str, list[float]], int]:
+    """Seconds per call of each workload, per round, after the warm-up rounds, and the steps per round
+    (CE's step, workloads["ce"], runs about scale.round_s per round)."""
+    warm = timed_rounds(workloads, 1, scale.warmup, device)
+    steps = max(1, round(scale.round_s / warm["ce"][-1]))
+    return timed_rounds(workloads, steps, scale.rounds, device), steps
+
+
 def objective_op_count(run: Callable[[], None]) -> int:
     """aten operators one objective call dispatches (forward, values, backward): its eager overhead."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -233,17 +274,14 @@ def top_ops(setup: StepSetup, steps: int, rows: int = 15) -> list[dict]:
 
 # ------------------------------------------------------------------------------------- measurement
 def measure_shape(name: str, scale: Scale, device: torch.device) -> dict:
-    model_overrides, image_shape, batch, k = SHAPES[name]
-    batch = min(batch, scale.max_batch or batch)
+    model_overrides, image_shape, batch, k = scale.shape(SHAPES[name])
     setups = {c: StepSetup(model_overrides + overrides, image_shape, batch, k, device)
               for c, (overrides, _) in CONFIGS.items()}
     flops = {c: step_flops(setup) for c, setup in setups.items()}
     workloads = {c: setup.step for c, setup in setups.items()}
     workloads[TRACKERS] = setups["allnc"].trackers_alone()
     workloads[OBJECTIVE] = setups["allnc"].objective_alone()
-    warm = timed_rounds(workloads, 1, scale.warmup, device)
-    steps = max(1, round(scale.round_s / warm["ce"][-1]))
-    seconds = timed_rounds(workloads, steps, scale.rounds, device)
+    seconds, steps = time_workloads(workloads, scale, device)
     rows = {workload: workload_row(workload, times, seconds["ce"], batch, flops) for workload, times in seconds.items()}
     return {"model_overrides": model_overrides, "image_shape": list(image_shape), "batch": batch, "K": k,
             "feature_dim": setups["ce"].model.feature_dim, "steps_per_round": steps,
@@ -280,6 +318,50 @@ def part_table(rows: dict[str, dict]) -> list[dict]:
     return table
 
 
+def measure_paths(name: str, scale: Scale, device: torch.device) -> dict:
+    """Each GBBN path's cost against CE at one shape of PATH_SHAPES, per step and per training image."""
+    model_overrides, image_shape, batch, k = scale.shape(PATH_SHAPES[name])
+    setups = {p: StepSetup(model_overrides + overrides, image_shape, batch, k, device)
+              for p, (overrides, _) in GBBN_PATHS.items()}
+    flops = {p: step_flops(setup) for p, setup in setups.items()}
+    seconds, steps = time_workloads({p: setup.step for p, setup in setups.items()}, scale, device)
+    images = {p: setup.images_per_step for p, setup in setups.items()}
+    rows = {p: path_row(p, seconds[p], seconds["ce"], images, flops) for p in GBBN_PATHS}
+    return {"model_overrides": model_overrides, "image_shape": list(image_shape), "batch": batch, "K": k,
+            "feature_dim": setups["ce"].model.feature_dim, "steps_per_round": steps, "paths": rows}
+
+
+def path_row(path: str, times: list[float], ce_times: list[float], images: dict[str, int], flops: dict[str, int]) -> dict:
+    """One path's time and FLOPs against CE's, per step (median of the per-round ratios) and per training image."""
+    per_step = statistics.median(t / c for t, c in zip(times, ce_times))
+    images_vs_ce = images[path] / images["ce"]
+    return {
+        "description": GBBN_PATHS[path][1],
+        "overrides": GBBN_PATHS[path][0],
+        "images_per_step": images[path],
+        "step_ms": statistics.median(times) * 1e3,
+        "rounds_ms": [t * 1e3 for t in times],
+        "ratio_vs_ce_per_step": per_step,
+        "ratio_vs_ce_per_image": per_step / images_vs_ce,
+        "flops_vs_ce_per_step": flops[path] / flops["ce"],
+        "flops_vs_ce_per_image": flops[path] / flops["ce"] / images_vs_ce,
+    }
+
+
+def path_table(name: str, shape: dict) -> str:
+    """The GBBN paths' ratios AllNC / CE at one shape, as printed."""
+    height, width = shape["image_shape"][1:]
+    lines = [f"{name}: measured at {height}x{width}, batch {shape['batch']}, K = {shape['K']}",
+             f"  {'AllNC / CE':66s} {'images/step':>11s} {'time/step':>10s} {'time/image':>10s} "
+             f"{'FLOPs/step':>10s} {'FLOPs/image':>11s}"]
+    for path, row in shape["paths"].items():
+        if path != "ce":
+            lines.append(f"  {row['description']:66s} {row['images_per_step']:11d} {row['ratio_vs_ce_per_step']:10.2f} "
+                         f"{row['ratio_vs_ce_per_image']:10.2f} {row['flops_vs_ce_per_step']:10.2f} "
+                         f"{row['flops_vs_ce_per_image']:11.2f}")
+    return "\n".join(lines)
+
+
 def report_line(name: str, shape: dict) -> str:
     c = shape["configs"]
     return (f"{name:28s} CE {c['ce']['step_ms']:8.1f} ms  AllNC {c['allnc']['step_ms']:8.1f} ms  "
@@ -289,7 +371,7 @@ def report_line(name: str, shape: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="batch <= 8, one round of one step: seconds")
+    parser.add_argument("--smoke", action="store_true", help="batch <= 8, images <= 32x32, one round of one step")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see the docstring)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
     args = parser.parse_args()
@@ -305,9 +387,12 @@ def main() -> None:
     for name in SHAPES:
         results["shapes"][name] = shape = measure_shape(name, scale, device)
         print(report_line(name, shape), flush=True)
-    model_overrides, image_shape, batch, k = SHAPES[TARGET_SHAPE]
-    profiled = StepSetup(model_overrides + CONFIGS["allnc"][0], image_shape, min(batch, scale.max_batch or batch), k,
-                         device)
+    results["gbbn_paths"] = {}
+    for name in PATH_SHAPES:
+        results["gbbn_paths"][name] = paths = measure_paths(name, scale, device)
+        print(path_table(name, paths), flush=True)
+    model_overrides, image_shape, batch, k = scale.shape(SHAPES[TARGET_SHAPE])
+    profiled = StepSetup(model_overrides + CONFIGS["allnc"][0], image_shape, batch, k, device)
     profiled.step()  # warm-up
     results["profile"] = {"shape": TARGET_SHAPE, "config": "allnc", "steps": scale.profile_steps,
                           "top_ops": top_ops(profiled, scale.profile_steps)}

@@ -3,11 +3,14 @@
     python bench/ufm_study.py [--seeds 5] [--out bench/results/ufm_study.json]
     python bench/ufm_study.py --imbalance-grid [--seeds 5] [--out bench/results/ufm_imbalance.json]
     python bench/ufm_study.py --imbalance-grid --smoke --out /tmp/ufm.json   # seconds, for the tests
+    python bench/ufm_study.py --class-grid [--seeds 5] [--out bench/results/ufm_classes.json]
 
 The first form is the design study behind P2P's default (docs/method.md): 10 classes, 5 with 100
 samples and 5 with 1, full batch; CE, LA and AllNC variants. The second is the study across
 imbalance ratios (docs/RESULTS.md): CE, AllNC, P2P only and HyCon only at IR 1, 10, 100, 1000, with
-5 majority classes of IR samples and 5 minority classes of 1 sample, trained on mini-batches.
+5 majority classes of IR samples and 5 minority classes of 1 sample, trained on mini-batches. The
+third is the study across class counts: CE and AllNC at K = 10, 100, 1000 (half majority classes of
+10 samples, half minority classes of 1, D = K), the check that the losses keep their balance at any K.
 
 Both print, per cell, the Few (minority) classes' mean pairwise cosine of the centred classifier
 vectors and of the centred class means (ideal -1/(K-1) = -0.111, collapse = +1) and more.
@@ -65,7 +68,7 @@ TABLE_KEYS = ("few_cos_classifier", "few_cos_means", "nc3")
 # of IR 1000 costs 1.4 s a step; 256 keeps a step in milliseconds and equals full batch at IR 1, 10.
 PROTOCOL = {"dim": 32, "steps": 3000, "lr": 0.1, "weight_decay": 1e-2, "batch_size": 256,
             "reference_size": sum(COUNTS)}
-SMOKE_RATIOS, SMOKE_STEPS = (1, 100), 200
+SMOKE_RATIOS, SMOKE_STEPS = (1, 100), 400
 CHECKPOINT_FRACTION = 2 / 3  # the metrics are also taken here, to show they no longer move
 LOSS_WINDOW_FRACTION = 0.1  # mini-batch losses are noisy: each checkpoint reports a window's mean
 
@@ -139,6 +142,59 @@ def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict) -> di
     return {"per_seed": per_seed, **summarise(per_seed, GRID_KEYS), "max_drift_last_third": drift}
 
 
+# ------------------------------------------------------------------------- the class-count grid
+CLASS_COUNTS_K = (10, 100, 1000)
+CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": {}}
+CLASS_GRID_MAJORITY_SAMPLES = 10
+CLASS_GRID_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality", "nc3")
+
+
+def class_grid_protocol(num_classes: int, steps: int) -> dict:
+    """The imbalance grid's protocol at K classes in D = K (a simplex ETF fits). The weight decay shrinks
+    as 1/sqrt(K), so that K · N_ref · wd_W · wd_H, which decides whether H = W = 0 is the only minimiser,
+    stays what it is at K = 10."""
+    return {**PROTOCOL, "dim": num_classes, "steps": steps,
+            "weight_decay": PROTOCOL["weight_decay"] * (10 / num_classes) ** 0.5}
+
+
+def run_class_grid(seeds: int, steps: int, sizes: tuple[int, ...]) -> dict:
+    start = time.perf_counter()
+    results = {}
+    for k in sizes:
+        majority = k // 2
+        counts = [CLASS_GRID_MAJORITY_SAMPLES] * majority + [1] * (k - majority)
+        few = list(range(majority, k))
+        protocol = class_grid_protocol(k, steps)
+        results[str(k)] = {}
+        for name, fields in CLASS_GRID_VARIANTS.items():
+            cell_start = time.perf_counter()
+            per_seed = []
+            for seed in range(seeds):
+                h, y, w = train_unconstrained_features(counts, method_config(fields), seed=seed, **protocol)
+                metrics = nc_metrics(h, y, w, few_classes=few)
+                per_seed.append({key: metrics[key] for key in CLASS_GRID_KEYS})
+            cell = {"per_seed": per_seed, **summarise(per_seed, CLASS_GRID_KEYS),
+                    "simplex_cosine": -1 / (k - 1), "protocol": protocol, "wall_s": time.perf_counter() - cell_start}
+            results[str(k)][name] = cell
+            print(f"K {k:<5d} {name:6s} {format_cell(cell, CLASS_GRID_KEYS)}  (simplex {-1 / (k - 1):+.3f}, "
+                  f"{cell['wall_s']:.0f} s)", flush=True)
+    return {"majority_samples": CLASS_GRID_MAJORITY_SAMPLES, "minority_samples": 1,
+            "classes": results, "wall_s": time.perf_counter() - start}
+
+
+def merged_class_grid(path: Path, new: dict) -> dict:
+    """`new` with the class counts of an earlier run at `path` that it did not run (each cell keeps its
+    own seeds and protocol): `--classes 1000` then adds K = 1000 to a grid of K = 10 and 100."""
+    if not path.exists():
+        return new
+    old = json.loads(path.read_text())
+    if old.get("majority_samples") != new["majority_samples"]:
+        return new
+    classes = {**old["classes"], **new["classes"]}
+    ordered = dict(sorted(classes.items(), key=lambda item: int(item[0])))
+    return {**new, "classes": ordered, "wall_s": old["wall_s"] + new["wall_s"]}
+
+
 def protocol_text(protocol: dict, seeds: int) -> str:
     return (
         f"Unconstrained-features model: K = 10 classes, 5 majority classes of IR samples and 5 minority "
@@ -188,13 +244,20 @@ def main() -> None:
     parser.add_argument("--imbalance-grid", action="store_true", help="the study across imbalance ratios")
     parser.add_argument("--smoke", action="store_true",
                         help=f"with --imbalance-grid: 1 seed, IR {SMOKE_RATIOS}, {SMOKE_STEPS} steps")
+    parser.add_argument("--class-grid", action="store_true", help="the study across class counts K")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=PROTOCOL["steps"], help="with --class-grid: SGD steps")
+    parser.add_argument("--classes", default=",".join(map(str, CLASS_COUNTS_K)), help="with --class-grid: the K")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.smoke and not args.imbalance_grid:
         parser.error("--smoke goes with --imbalance-grid")
     torch.set_num_threads(1)  # tiny tensors: more threads only contend with whatever else runs
-    if args.imbalance_grid:
+    if args.class_grid:
+        sizes = tuple(int(k) for k in args.classes.split(","))
+        out = args.out or RESULTS / "ufm_classes.json"
+        results = merged_class_grid(out, run_class_grid(args.seeds, args.steps, sizes))
+    elif args.imbalance_grid:
         protocol, ratios, seeds = dict(PROTOCOL), RATIOS, args.seeds
         if args.smoke:
             protocol["steps"], ratios, seeds = SMOKE_STEPS, SMOKE_RATIOS, 1

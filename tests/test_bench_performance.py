@@ -15,6 +15,9 @@ RESULTS = ROOT / "bench" / "results"
 SHAPES = ("small_cnn digits 8x8 b32", "resnet32 cifar 32x32 b128")
 CONFIGS = ("ce", "ce+hycon", "ce+p2p", "ce+gbbn_sampler", "ce+gbbn_loss", "allnc", "allnc-hycon", "allnc-p2p",
            "allnc-gbbn", "allnc_gbbn_loss", "allnc trackers alone", "allnc objective alone")
+PATH_SHAPES = ("resnet32 cifar 32x32 b128", "resnet50 64x64 b16 K=1000")
+# GBBN path -> training images per step, in batches: the re-balancing sampler adds a second batch.
+GBBN_PATHS = {"ce": 1, "allnc": 2, "allnc_gbbn_loss": 1, "allnc_shared_loss": 1, "allnc_shared_sampler": 2}
 PARTS = ("class-mean trackers", "HyCon", "P2P", "GBBN by sampler", "GBBN by loss", "AllNC objective")
 SECTIONS = ("## Targets", "## Step time: AllNC against CE, by part", "## Where the AllNC step's time goes",
             "### Hot-path changes", "## Class-mean sync", "## Loader throughput", "## Worker scaling",
@@ -55,6 +58,19 @@ def test_step_time_smoke_measures_every_part_for_both_shapes(results):
         for part in PARTS:
             assert sum(row["part"].startswith(part) for row in shape["parts"]) == 1, part
     assert step["profile"]["top_ops"]
+
+
+def test_step_time_smoke_measures_every_gbbn_path_per_step_and_per_image(results):
+    step = json.loads((results / "step_time.json").read_text())
+    assert tuple(step["gbbn_paths"]) == PATH_SHAPES
+    for shape in step["gbbn_paths"].values():
+        assert set(shape["paths"]) == set(GBBN_PATHS)
+        for path, batches in GBBN_PATHS.items():
+            row = shape["paths"][path]
+            assert row["images_per_step"] == batches * shape["batch"]
+            assert row["ratio_vs_ce_per_step"] > 0 and row["flops_vs_ce_per_step"] > 0
+            assert row["ratio_vs_ce_per_image"] * batches == pytest.approx(row["ratio_vs_ce_per_step"])
+            assert row["flops_vs_ce_per_image"] * batches == pytest.approx(row["flops_vs_ce_per_step"])
 
 
 def test_report_writes_every_section_and_target(results, tmp_path):

@@ -23,7 +23,7 @@ def test_bad_key_names_the_field_and_the_allowed_ones():
         load_config(None, ["method.hycon.temperature=0.2"])
     msg = str(err.value)
     assert "method.hycon.temperature: unknown field" in msg
-    assert "allowed here: negatives, projection_dim, tau, weight" in msg
+    assert "allowed here: negatives, projection_dim, projection_head, tau, weight" in msg
 
 
 def test_bad_type_names_the_field():
@@ -53,8 +53,9 @@ def test_presets_fill_their_fields_and_explicit_values_win():
     assert (ce.hycon.weight, ce.p2p.weight, ce.gbbn.enabled) == (0.0, 0.0, False)
     ldam = load_config(None, ["method.preset=ldam_drw"]).method
     assert (ldam.loss, ldam.classifier, ldam.drw_start) == ("ldam", "cosine", 0.8)
-    bbn_la = load_config(None, ["method.preset=bbn", "method.loss=la"]).method
-    assert (bbn_la.gbbn.enabled, bbn_la.loss, bbn_la.hycon.weight) == (True, "la", 0.0)
+    bbn_la = load_config(None, ["method.preset=bbn", "method.loss=la", "method.gbbn.rebalance=logit_adjust"]).method
+    assert (bbn_la.gbbn.enabled, bbn_la.loss, bbn_la.hycon.weight, bbn_la.gbbn.rebalance) == (
+        True, "la", 0.0, "logit_adjust")
 
 
 def test_overrides_parse_yaml_scalars_and_nest():

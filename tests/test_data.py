@@ -1,4 +1,5 @@
-"""Long-tailed data: exact profiles, digits-LT splits, lazy synthetic-LT, local CIFAR, samplers."""
+"""Long-tailed data: exact profiles, digits-LT splits, lazy synthetic-LT, local CIFAR (the samplers:
+test_samplers.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 import torch
 
 from allnc_dist.config import DataConfig
-from allnc_dist.data import build_data, exponential_profile, make_rebalanced_sampler
+from allnc_dist.data import build_data, exponential_profile
 from allnc_dist.data.digits import digits_lt_split_indices, load_digit_images
-from allnc_dist.data.samplers import rebalanced_class_probabilities
+from allnc_dist.data.profiles import imagenet_lt_profile
+from allnc_dist.metrics import class_splits
 
 CIFAR10_IR100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 FAKE_PER_CLASS = 20
@@ -40,6 +42,26 @@ def test_profile_sums(n_max: int, num_classes: int, imbalance_ratio: float, tota
 
 def test_profile_cifar10_ir100_exact() -> None:
     assert exponential_profile(5000, 10, 100) == CIFAR10_IR100
+
+
+def test_imagenet_lt_profile_has_imagenet_lt_shape() -> None:
+    counts = imagenet_lt_profile()
+    assert len(counts) == 1000 and max(counts) == counts[0] == 1280 and min(counts) == counts[-1] == 5
+    assert all(head >= tail for head, tail in zip(counts, counts[1:]))
+    assert abs(sum(counts) - 115_800) <= 0.01 * 115_800
+    assert {split: len(classes) for split, classes in class_splits(counts).items()} == {
+        "many": 385, "medium": 479, "few": 136
+    }
+
+
+@pytest.mark.parametrize(("n_max", "tail"), [(1280, 5), (640, 2), (128, 1), (1, 1)])
+def test_imagenet_lt_profile_scales_every_count_to_n_max(n_max: int, tail: int) -> None:
+    scaled = imagenet_lt_profile(n_max)
+    assert len(scaled) == 1000 and scaled[0] == n_max and scaled[-1] == tail
+    assert all(head >= later for head, later in zip(scaled, scaled[1:]))
+    # Each count is floored (it loses less than 1) and clamped to at least 1.
+    exact = [count * n_max / 1280 for count in imagenet_lt_profile()]
+    assert all(count == 1 if share < 1 else share - 1 < count <= share for count, share in zip(scaled, exact))
 
 
 # ------------------------------------------------------------------------------------------- digits
@@ -116,6 +138,19 @@ def test_synthetic_lt_at_imagenet_lt_shape_is_lazy_and_deterministic() -> None:
     assert not torch.equal(data.test[0][0], first_image)
 
 
+def test_synthetic_lt_takes_imagenet_lt_profile_when_asked() -> None:
+    cfg = DataConfig(name="synthetic_lt", num_classes=1000, max_per_class=128, profile="imagenet_lt", image_size=8)
+    data = build_data(cfg)
+    assert data.class_counts == imagenet_lt_profile(128)
+    assert len(data.train) == sum(imagenet_lt_profile(128))
+
+
+def test_imagenet_lt_profile_needs_1000_classes() -> None:
+    cfg = DataConfig(name="synthetic_lt", num_classes=100, profile="imagenet_lt", image_size=8)
+    with pytest.raises(ValueError, match=r"data\.num_classes=100"):
+        build_data(cfg)
+
+
 def test_synthetic_lt_is_reproducible_from_the_seed() -> None:
     cfg = DataConfig(name="synthetic_lt", num_classes=10, max_per_class=50, image_size=16, augment="cifar")
     first, again = build_data(cfg), build_data(cfg)
@@ -189,24 +224,3 @@ def test_cifar_missing_folder_says_what_is_expected(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="data.root") as error:
         build_data(DataConfig(name="cifar10_lt", root=str(tmp_path)))
     assert f"expected {expected}" in str(error.value)
-
-
-# ----------------------------------------------------------------------------------------- samplers
-@pytest.mark.parametrize("mode", ["reversed", "class_balanced"])
-def test_rebalanced_sampler_matches_its_target(mode: str) -> None:
-    counts = build_data(DataConfig(name="digits_lt")).class_counts
-    labels = torch.repeat_interleave(torch.arange(10), torch.as_tensor(counts))
-    sampler = make_rebalanced_sampler(labels, counts, mode, 100 * 10, torch.Generator().manual_seed(0))
-    drawn = labels[torch.as_tensor(list(sampler))]
-    empirical = torch.bincount(drawn, minlength=10).double() / len(drawn)
-    target = torch.as_tensor([1 / n for n in counts] if mode == "reversed" else [1.0] * 10).double()
-    total_variation = 0.5 * (empirical - target / target.sum()).abs().sum().item()
-    assert total_variation <= 0.05
-
-
-def test_rebalanced_sampler_skips_empty_classes() -> None:
-    counts = [30, 0, 5]
-    labels = torch.repeat_interleave(torch.arange(3), torch.as_tensor(counts))
-    assert rebalanced_class_probabilities(counts, "reversed")[1] == 0
-    sampler = make_rebalanced_sampler(labels, counts, "class_balanced", 500, torch.Generator().manual_seed(0))
-    assert 1 not in labels[torch.as_tensor(list(sampler))].tolist()

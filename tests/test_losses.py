@@ -95,7 +95,7 @@ def test_p2p_mse_gram_is_zero_at_etf_and_positive_when_squeezed():
     etf = simplex_etf(10, 16, dtype=torch.float64)
     assert p2p_loss(etf, etf).item() == pytest.approx(0.0, abs=1e-12)
     squeezed = _squeezed(etf, list(range(5, 10)), 0.8)
-    assert p2p_loss(squeezed, squeezed).item() > 0.5
+    assert p2p_loss(squeezed, squeezed).item() > 0.1
     assert p2p_loss(etf, squeezed).item() > p2p_loss(squeezed, squeezed).item()
 
 

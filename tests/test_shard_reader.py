@@ -1,5 +1,6 @@
 """The shard readers: exactly-once epochs with equal counts per rank, resume, resampling, bad input,
-checksums, the re-balanced stream's class distribution, and decoding."""
+checksums, the re-balanced stream beside the uniform one, and decoding (the re-balanced stream's class
+distribution: test_samplers.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from allnc_dist.data import exponential_profile
 from allnc_dist.data.datasets import build_eval_transform, build_transform
 from allnc_dist.shards import (
     BadSampleError,
@@ -335,43 +335,12 @@ def test_a_shard_with_altered_bytes_is_refused(tmp_path: Path, workers: int) -> 
 
 
 # ---------------------------------------------------------------------------------------- rebalanced
-def total_variation(labels: list[int], target: np.ndarray) -> float:
-    empirical = np.bincount(labels, minlength=len(target)) / len(labels)
-    return 0.5 * float(np.abs(empirical - target).sum())
-
-
-def target_distribution(counts: list[int], mode: str) -> np.ndarray:
-    scores = 1.0 / np.asarray(counts, dtype=float) if mode == "reversed" else np.ones(len(counts))
-    return scores / scores.sum()
-
-
-PROFILES = {
-    "digits_lt": exponential_profile(124, 10, 124),  # 124 -> 1
-    "synthetic_lt": exponential_profile(100, 100, 100),  # K = 100, IR 100
-}
-
-
-@pytest.mark.parametrize("mode", ["reversed", "class_balanced"])
-@pytest.mark.parametrize("profile", PROFILES)
-def test_rebalanced_stream_follows_its_target(tmp_path: Path, mode: str, profile: str) -> None:
-    counts = PROFILES[profile]
-    samples = make_samples(long_tail_labels(counts), size=2)
-    write_shard_set(tmp_path, samples, [64] * (len(samples) // 64) + [len(samples) % 64], len(counts))
-    draws = 100 * len(counts)
-    stream = RebalancedStream(load_index(tmp_path), mode, 0, 1, samples_per_epoch=draws)
-    labels = [label for _, batch_labels in ShardLoader(stream, 100) for label in batch_labels.tolist()]
-
-    assert len(labels) == draws
-    target = target_distribution(counts, mode)
-    assert np.allclose(stream.class_probabilities(), target)
-    assert total_variation(labels, target) <= 0.05
-
-
+# The class mix per rank, for every q: test_samplers.py.
 def test_rebalanced_stream_zips_with_the_uniform_one(uneven: tuple[ShardIndex, list[FixtureSample]]) -> None:
     index, samples = uneven
     for rank in range(3):
         uniform = ShardLoader(ShardStream(index, rank, 3), 16, num_workers=2)
-        rebalanced = ShardLoader(RebalancedStream(index, "reversed", rank, 3), 16, num_workers=2)
+        rebalanced = ShardLoader(RebalancedStream(index, -1.0, rank, 3), 16, num_workers=2)
         pairs = list(zip(uniform, rebalanced))
         assert len(pairs) == len(uniform) == len(rebalanced) == 68 // 16
         assert all(x.shape == xr.shape and y.shape == yr.shape for (x, y), (xr, yr) in pairs)
@@ -383,8 +352,8 @@ def test_rebalanced_stream_handles_bad_input_like_the_uniform_one(tmp_path: Path
     write_small_set(tmp_path, {position: break_image for position in range(0, 40, 2)})
     index = load_index(tmp_path)
     with pytest.raises(BadSampleError, match=r"train-0000\d\d\.tar, key \d{9}: cannot decode"):
-        list(ShardLoader(RebalancedStream(index, "class_balanced"), 8))
-    stream = RebalancedStream(index, "class_balanced", on_bad_sample="skip", samples_per_epoch=200)
+        list(ShardLoader(RebalancedStream(index, 0.0), 8))
+    stream = RebalancedStream(index, 0.0, on_bad_sample="skip", samples_per_epoch=200)
     assert sum(len(labels) for _, labels in ShardLoader(stream, 8, num_workers=2)) == 200
     assert set(stream.skipped) == {"undecodable"} and stream.skipped["undecodable"] > 0
 

@@ -120,6 +120,18 @@ def test_the_shipped_sweeps_check_out():
                 "optim.weight_decay"} <= spec.space.keys()
 
 
+def test_the_study_sweeps_give_every_method_the_same_budget_and_search():
+    specs = {path.stem: load_sweep(path) for path in (ROOT / "jobs" / "configs" / "sweeps" / "study").glob("*.yaml")}
+    assert specs.keys() == {"digits_allnc", "digits_la", "digits_ldam_drw", "digits_bbn"}
+    for name, spec in specs.items():
+        base = check_space(spec, sweep_base(spec, []))
+        assert base.method.preset == name.removeprefix("digits_") and base.train.eval_split == "val"
+        assert (spec.num_samples, spec.search, spec.scheduler, spec.space["optim.lr"], spec.space["optim.weight_decay"]) == (
+            specs["digits_la"].num_samples, specs["digits_la"].search, specs["digits_la"].scheduler,
+            specs["digits_la"].space["optim.lr"], specs["digits_la"].space["optim.weight_decay"])
+    assert {"method.gbbn.sampler_q", "method.aux.branch_weights", "method.p2p.form"} <= specs["digits_allnc"].space.keys()
+
+
 # ------------------------------------------------------------------------------- on Ray Tune
 @pytest.fixture(scope="module")
 def ray_cluster():

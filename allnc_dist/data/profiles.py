@@ -1,7 +1,9 @@
 """Long-tailed class-count profiles and seeded per-class subsampling.
 
 The exponential profile is the one of Cao et al. (2019) used for CIFAR-10/100-LT: class k keeps
-n_max * IR^(-k/(K-1)) images, so the head class keeps n_max and the tail class n_max / IR.
+n_max * IR^(-k/(K-1)) images, so the head class keeps n_max and the tail class n_max / IR. The
+ImageNet-LT profile is a synthetic stand-in with ImageNet-LT's published shape (see
+`imagenet_lt_profile`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,20 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 # Products like 500 * (1/50) are integers in exact arithmetic but can land just below one in floating
 # point; this nudge keeps floor() from dropping such a count by one.
 FLOOR_TOLERANCE = 1e-9
+
+IMAGENET_LT_CLASSES = 1000
+IMAGENET_LT_MAX = 1280
+# (position on the class axis, count) of the ImageNet-LT stand-in, log-linear in between. The splits'
+# boundaries sit half-way between two classes, at the count that separates them: 101 (Many: > 100)
+# between classes 384 and 385, 20 (Few: < 20) between 863 and 864. The knee at class 20 makes the
+# head fall fast, as ImageNet-LT's does, and brings the total to ImageNet-LT's size.
+IMAGENET_LT_ANCHORS = ((0.0, 1280.0), (20.0, 370.0), (384.5, 101.0), (863.5, 20.0), (999.0, 5.0))
 
 
 def exponential_profile(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
@@ -29,6 +40,31 @@ def exponential_profile(n_max: int, num_classes: int, imbalance_ratio: float) ->
     return [
         math.floor(n_max * decay ** (k / (num_classes - 1)) + FLOOR_TOLERANCE) for k in range(num_classes)
     ]
+
+
+def log_linear_profile(anchors: Sequence[tuple[float, float]], num_classes: int) -> list[int]:
+    """Per-class counts floor(n(k)), k = 0..K-1, where log n(k) is piecewise linear through the
+    (position, count) anchors (positions increasing, the first at 0 and the last at K-1)."""
+    positions = [position for position, _ in anchors]
+    log_counts = [math.log(count) for _, count in anchors]
+    interpolated = np.exp(np.interp(np.arange(num_classes), positions, log_counts))
+    return [math.floor(count + FLOOR_TOLERANCE) for count in interpolated]
+
+
+def imagenet_lt_profile(n_max: int = IMAGENET_LT_MAX) -> list[int]:
+    """A 1000-class, head-first, non-increasing stand-in for ImageNet-LT's training counts.
+
+    ImageNet-LT's own counts follow a Pareto draw we do not ship. This profile has its published
+    shape: 1280 images down to 5, 115,760 in all (the real set: 115,846), and 385 Many (> 100) /
+    479 Medium (20-100) / 136 Few (< 20) classes. Construction: log n(k) is piecewise linear through
+    the anchors (class 0: 1280, class 20: 370, class 384.5: 101, class 863.5: 20, class 999: 5) and
+    n_k = floor(n(k)); see IMAGENET_LT_ANCHORS. For n_max != 1280 every count is scaled by
+    n_max / 1280 (floor, at least 1), which keeps the order but not the split sizes.
+    """
+    if n_max < 1:
+        raise ValueError(f"need n_max >= 1, got {n_max}")
+    counts = log_linear_profile(IMAGENET_LT_ANCHORS, IMAGENET_LT_CLASSES)
+    return [max(1, count * n_max // IMAGENET_LT_MAX) for count in counts]
 
 
 def shuffled_class_indices(labels: torch.Tensor, num_classes: int, seed: int) -> list[torch.Tensor]:

@@ -4,9 +4,9 @@ Item i of a split is rendered deterministically from (seed, split, i): its class
 low-resolution nuisance pattern, upsampled (bilinear) to the image size, plus per-pixel noise. A
 prototype is a seeded C x 4 x 4 Gaussian pattern per class, regenerated on demand, so even
 ImageNet-LT's shape (1000 classes at 224 x 224; 229,853 training images under the exponential profile
-at IR 256) costs only the labels. The nuisance lives in the same low-resolution space as the
-prototypes, so classes overlap: the task is learnable but not trivial (with 3 channels, nearest-
-prototype accuracy is ~89% at K = 10).
+at IR 256, 115,760 under data.profile=imagenet_lt) costs only the labels. The nuisance lives in the
+same low-resolution space as the prototypes, so classes overlap: the task is learnable but not
+trivial (with 3 channels, nearest-prototype accuracy is ~89% at K = 10).
 
 The balanced test split and the optional balanced validation split (data.val_per_class) are drawn
 like the training split, each from its own noise stream, so the three are disjoint by construction.
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig
 from .datasets import ImageTransform, LongTailData, build_transform, channel_mean_std
-from .profiles import exponential_profile
+from .profiles import IMAGENET_LT_CLASSES, exponential_profile, imagenet_lt_profile
 
 Split = Literal["train", "val", "test"]
 
@@ -104,9 +104,22 @@ def class_sorted_labels(counts: list[int]) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(counts))
 
 
+def synthetic_class_counts(cfg: DataConfig) -> list[int]:
+    """Training images per class: ImageNet-LT's shape scaled to data.max_per_class (data.profile=imagenet_lt,
+    1000 classes), else the exponential profile."""
+    if cfg.profile == "exponential":
+        return exponential_profile(cfg.max_per_class, cfg.num_classes, cfg.imbalance_ratio)
+    if cfg.num_classes != IMAGENET_LT_CLASSES:
+        raise ValueError(
+            f"data.profile='imagenet_lt' has {IMAGENET_LT_CLASSES} classes, but data.num_classes={cfg.num_classes}: "
+            f"set data.num_classes={IMAGENET_LT_CLASSES}"
+        )
+    return imagenet_lt_profile(cfg.max_per_class)
+
+
 def build_synthetic_lt(cfg: DataConfig) -> LongTailData:
     image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
-    class_counts = exponential_profile(cfg.max_per_class, cfg.num_classes, cfg.imbalance_ratio)
+    class_counts = synthetic_class_counts(cfg)
     train_labels = class_sorted_labels(class_counts)
     test_labels = class_sorted_labels([cfg.synthetic_test_per_class] * cfg.num_classes)
     val_labels = class_sorted_labels([cfg.val_per_class] * cfg.num_classes)

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..method.gbbn import GBBNNetwork
-from ..metrics import accuracy_by_split, class_means, class_splits, nc_metrics, per_class_accuracy
+from ..metrics import accuracy_by_split, branch_nc3, class_means, class_splits, nc_metrics, per_class_accuracy
 
 
 @dataclass
@@ -52,6 +52,17 @@ def inference_classifier(model: GBBNNetwork) -> torch.Tensor:
     return torch.cat([clf.weight.detach().float().cpu() for clf in model.classifiers], dim=1)
 
 
+def centred_nc3(model: GBBNNetwork, train: Outputs) -> dict[str, float]:
+    """NC3 per branch with centred classifier and means (what P2P aligns), and its mean over branches:
+    nc3_centred, plus nc3_centred_conventional / _rebalancing with two branches."""
+    classifiers = [clf.weight.detach().float().cpu() for clf in model.classifiers]
+    values = branch_nc3(train.features, train.labels, classifiers)
+    metrics = {"nc3_centred": sum(values) / len(values)}
+    if len(values) == 2:
+        metrics.update(nc3_centred_conventional=values[0], nc3_centred_rebalancing=values[1])
+    return metrics
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -77,5 +88,6 @@ def evaluate(
     train = collect_outputs(model, train_eval_loader, alpha, device, autocast)
     classifier = inference_classifier(model)
     metrics.update(nc_metrics(train.features, train.labels, classifier, few_classes=splits["few"]))
+    metrics.update(centred_nc3(model, train))
     means = class_means(train.features, train.labels, len(class_counts))
     return Evaluation(metrics, classifier, means, per_class)

@@ -150,6 +150,7 @@ class LocalTrainer:
 
     def run(self) -> TrainResult:
         self.start_tracking()
+        self.announce_geometry_target()
         started = time.time()
         final = None  # the last epoch always evaluates; a resumed finished run evaluates once below
         while self.epoch < self.cfg.train.epochs:
@@ -166,6 +167,13 @@ class LocalTrainer:
         report = self.report(final, time.time() - started)
         self.finish(report, final)
         return TrainResult(report, final, self.run_dir)
+
+    def announce_geometry_target(self) -> None:
+        """Say so when P2P cannot aim at a simplex ETF (K > D + 1): the report records the target too."""
+        target = self.objective.geometry_target
+        if self.rank == 0 and target not in (None, "simplex_etf"):
+            print(f"P2P: {len(self.class_counts)} classes > feature dim {self.model.feature_dim} + 1, so no simplex "
+                  f"ETF exists; P2P aims at a {target.replace('_', ' ')} instead (docs/method.md)", flush=True)
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
@@ -339,6 +347,7 @@ class LocalTrainer:
             "steps": self.step,
             "class_counts": list(self.class_counts),
             "metrics": final.metrics,
+            "p2p_target": self.objective.geometry_target,
             "seconds": round(seconds, 2),
             "device": str(self.device),
         }

@@ -3,7 +3,7 @@ GBBN re-balances by sampler, plus the evaluation loaders: the split `train.eval_
 the validation split that sweeps select on) and the training split without augmentation.
 
 `InMemoryStreams` serves a map-style `LongTailData`; `ShardStreams` streams a shard set written by
-`allnc shards` (docs/shards.md). Each epoch's draws are seeded from (seed, epoch), so a resumed run
+`allnc shards` (docs/shards.md). Each epoch's draws are seeded from (train.seed, epoch), so a resumed run
 replays exactly what an uninterrupted run draws.
 """
 
@@ -25,7 +25,7 @@ from .step import Batch
 
 
 def uses_rebalancing_sampler(cfg: RunConfig) -> bool:
-    return cfg.method.gbbn.enabled and cfg.method.gbbn.rebalance in ("reversed", "class_balanced")
+    return cfg.method.gbbn.enabled and cfg.method.gbbn.sampler_exponent is not None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -65,13 +65,15 @@ class InMemoryStreams:
                           **kwargs)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        seed = epoch_seed(self.cfg.data.seed, epoch)
+        # train.seed, not data.seed: seeds differ in batch order while the split stays the same.
+        seed = epoch_seed(self.cfg.train.seed, epoch)
         uniform = self._loader(self.data.train, shuffle=True, drop_last=self.drop_last,
                                generator=torch.Generator().manual_seed(seed))
         if not uses_rebalancing_sampler(self.cfg):
             return (Batch(x, y) for x, y in uniform)
-        sampler = make_rebalanced_sampler(self.data.train_labels, self.class_counts, self.cfg.method.gbbn.rebalance,
-                                          len(self.data.train), torch.Generator().manual_seed(seed + 7919))
+        sampler = make_rebalanced_sampler(self.data.train_labels, self.class_counts,
+                                          self.cfg.method.gbbn.sampler_exponent, len(self.data.train),
+                                          torch.Generator().manual_seed(seed + 7919))
         rebalanced = self._loader(self.data.train, sampler=sampler, drop_last=self.drop_last)
         return (Batch(x, y, xr, yr) for (x, y), (xr, yr) in zip(uniform, rebalanced))
 
@@ -106,12 +108,13 @@ class ShardStreams:
         image_hw = self.image_shape[1:]
         train_transform = build_transform(d.augment, image_hw, mean, std, d.randaugment)
         self.eval_transform = build_eval_transform(d.augment, image_hw, mean, std)
-        uniform = ShardStream(self.train_index, rank, world_size, d.seed, train_transform, d.resampled,
+        uniform = ShardStream(self.train_index, rank, world_size, cfg.train.seed, train_transform, d.resampled,
                               d.epoch_length, **self._bad_input_policy())
         self.loaders = {"uniform": ShardLoader(uniform, d.batch_size, d.loader_workers)}
         if uses_rebalancing_sampler(cfg):
-            rebalanced = RebalancedStream(self.train_index, cfg.method.gbbn.rebalance, rank, world_size, d.seed,
-                                          train_transform, uniform.samples_per_epoch, **self._bad_input_policy())
+            rebalanced = RebalancedStream(self.train_index, cfg.method.gbbn.sampler_exponent, rank, world_size,
+                                          cfg.train.seed, train_transform, uniform.samples_per_epoch,
+                                          **self._bad_input_policy())
             self.loaders["rebalanced"] = ShardLoader(rebalanced, d.batch_size, d.loader_workers)
         self.steps_per_epoch = len(self.loaders["uniform"])
 

@@ -1,8 +1,10 @@
-"""The full training objective: L = L_GBBN + lambda_h L_HyCon + lambda_p L_P2P.
+"""The full training objective: L = L_GBBN + w_t (lambda_h L_HyCon + lambda_p L_P2P).
 
 One object holds everything a step needs besides the network: the classification loss, and one
 global class-mean tracker per branch. HyCon and P2P are applied to each branch's features and
-classifier, and averaged over branches.
+classifier, and combined over the branches with equal weights, or with GBBN's alpha_t and 1 - alpha_t
+(`method.aux.branch_weights`), so that they do not dominate the re-balancing branch late in training.
+w_t ramps from 0 to 1 over `method.aux.warmup_epochs`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .classification import ClassificationLoss
 from .collectives import world_size
 from .gbbn import NetworkOutput
 from .hycon import hycon_loss
-from .p2p import p2p_loss
+from .p2p import p2p_loss, p2p_target
 
 
 @dataclass
@@ -69,10 +71,25 @@ class AllNCObjective:
             return LossParts(classification, classification, zero, zero)
         branch_labels = [labels, labels if labels_rebalanced is None else labels_rebalanced]
         terms = [self.allnc_terms(out, branch, branch_labels[branch]) for branch in range(len(self.trackers))]
-        hycon = torch.stack([h for h, _ in terms]).mean()
-        p2p = torch.stack([p for _, p in terms]).mean()
-        total = classification + self.cfg.hycon.weight * hycon + self.cfg.p2p.weight * p2p
+        weights = self.branch_weights(alpha)
+        hycon = sum(w * h for w, (h, _) in zip(weights, terms))
+        p2p = sum(w * p for w, (_, p) in zip(weights, terms))
+        auxiliary = self.cfg.hycon.weight * hycon + self.cfg.p2p.weight * p2p
+        total = classification + self.warmup(epoch) * auxiliary
         return LossParts(total, classification, hycon, p2p)
+
+    def branch_weights(self, alpha: float) -> list[float]:
+        """How HyCon and P2P of each branch combine: 1/2 each, or alpha and 1 - alpha (aux.branch_weights)."""
+        if len(self.trackers) == 1:
+            return [1.0]
+        if self.cfg.aux.branch_weights == "alpha":
+            return [alpha, 1.0 - alpha]
+        return [0.5, 0.5]
+
+    def warmup(self, epoch: float) -> float:
+        """The auxiliary losses' ramp: epoch / aux.warmup_epochs, capped at 1."""
+        warmup = self.cfg.aux.warmup_epochs
+        return 1.0 if warmup == 0 else min(1.0, epoch / warmup)
 
     def gbbn_loss(
         self, out: NetworkOutput, labels: torch.Tensor, labels_rebalanced: torch.Tensor | None, alpha: float, epoch: float
@@ -117,6 +134,13 @@ class AllNCObjective:
         seen_means = means.seen_rows(means.means) - means.centre
         seen_classifier = means.seen_rows(classifier)
         return p2p_loss(seen_means, seen_classifier - seen_classifier.mean(0), self.cfg.p2p.tau, self.cfg.p2p.form)
+
+    @property
+    def geometry_target(self) -> str | None:
+        """What P2P drives the class means and classifiers towards (None without P2P); see `p2p_target`."""
+        if self.cfg.p2p.weight == 0 or not self.trackers:
+            return None
+        return p2p_target(self.num_classes, self.trackers[0].dim, self.cfg.p2p.form)
 
     def state_dict(self) -> dict:
         return {"trackers": [t.state_dict() for t in self.trackers]}

@@ -2,27 +2,36 @@
 
 Class means and classifier vectors are each other's peers: mean k must pick classifier k out of all
 classifiers, and classifier k must pick mean k out of all means. Each class counts once, whatever its
-training count, so minority means and vectors are spread as far as majority ones. For D >= K-1 the
-minimiser is a shared simplex ETF (self-duality plus maximal separation).
+training count, so minority means and vectors are spread as far as majority ones.
+
+Every term is a mean over what it compares (classes, or pairs of classes), so its size at
+initialisation and its balance against the classification loss do not depend on K or D.
+
+The target geometry depends on K' (classes seen) and D:
+- K' <= D + 1: a shared simplex ETF, pairwise cosine -1/(K'-1) (self-duality plus maximal separation);
+- K' > D + 1 (iNaturalist 2018: K = 8142, D = 2048): no simplex ETF exists in R^D. The Gram gap of
+  `mse_gram` is then minimised by a centred unit-norm tight frame (Gram eigenvalues K'/D on D
+  directions), the most even spread that R^D allows; its unreachable part (`tight_frame_floor`) is
+  subtracted, so the term is 0 at its optimum. The contrastive form aims at the uniform spread that
+  minimises it. `p2p_target` names the target, and every run's report states it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from .etf import etf_gram
+P2PForm = Literal["contrastive", "mse_gram"]
 
 
 def p2p_loss(
     centred_means: torch.Tensor,
     centred_classifier: torch.Tensor,
     tau: float = 0.1,
-    form: Literal["contrastive", "mse_gram"] = "mse_gram",
+    form: P2PForm = "mse_gram",
 ) -> torch.Tensor:
     """P2P over the K' classes given (rows of both (K', D) inputs correspond).
 
@@ -39,18 +48,41 @@ def p2p_loss(
 
 
 def etf_gap(unit_rows: torch.Tensor) -> torch.Tensor:
-    """||R R^T - (K/(K-1))(I - 11^T/K)||_F^2: how far K unit rows are from a simplex ETF."""
-    target = cached_etf_gram(len(unit_rows), unit_rows.dtype, unit_rows.device)
-    return (unit_rows @ unit_rows.T - target).pow(2).sum()
+    """Mean over the K'(K'-1) ordered pairs k != k' of (cos_kk' + 1/(K'-1))^2, less its reachable floor:
+    how far K' unit rows are from the even spread (a simplex ETF when K' <= D + 1).
+
+    It is ||R R^T - (K'/(K'-1))(I - 11^T/K')||_F^2 / (K'(K'-1)), computed without the K'xK' Gram:
+    ||R R^T||_F = ||R^T R||_F, and the sum of all Gram entries is ||sum_k r_k||^2. Memory and time are
+    then O(K'D + D^2), which matters at K' = 8142.
+    """
+    k, d = unit_rows.shape
+    if k < 2:
+        return unit_rows.new_zeros(())
+    t = -1.0 / (k - 1)  # the simplex cosine
+    small = unit_rows @ unit_rows.T if k <= d else unit_rows.T @ unit_rows
+    gram_squared = small.pow(2).sum()
+    entry_sum = unit_rows.sum(0).pow(2).sum()
+    diagonal = k * (1.0 - t) ** 2  # unit rows: every diagonal entry is 1, its target too (no gap)
+    gap_sum = gram_squared - 2.0 * t * entry_sum + k * k * t * t - diagonal
+    return gap_sum / (k * (k - 1)) - tight_frame_floor(k, d)
 
 
-# The number of classes seen so far settles at K early in training, so a few entries suffice; an
-# unbounded cache would keep one K'xK' matrix for every K' met on the way.
-@functools.lru_cache(maxsize=4)
-def cached_etf_gram(num_classes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """`etf_gram` on `device`, built once rather than at every step (with a host-to-device copy on GPU).
-    Shared between calls: never modify it in place."""
-    return etf_gram(num_classes, dtype).to(device)
+def tight_frame_floor(num_classes: int, dim: int) -> float:
+    """The least mean (cos + 1/(K-1))^2 over pairs that K unit vectors in R^D can reach: 0 when K <= D + 1
+    (a simplex ETF), else (K/D - K/(K-1)) / (K-1), reached by a centred unit-norm tight frame
+    (sum of Gram entries 0 and Gram eigenvalues K/D, so ||G||_F^2 = K^2/D is least)."""
+    k, d = num_classes, dim
+    if k <= d + 1:
+        return 0.0
+    return (k / d - k / (k - 1)) / (k - 1)
+
+
+def p2p_target(num_classes: int, dim: int, form: P2PForm) -> str:
+    """The geometry P2P drives the classes towards: 'simplex_etf' when K <= D + 1, else 'tight_frame'
+    (mse_gram) or 'uniform_spread' (contrastive), since no simplex ETF fits in R^D."""
+    if num_classes <= dim + 1:
+        return "simplex_etf"
+    return "tight_frame" if form == "mse_gram" else "uniform_spread"
 
 
 def p2p_lower_bound(num_classes: int, tau: float) -> float:

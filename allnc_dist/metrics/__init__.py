@@ -1,11 +1,12 @@
 """Evaluation: Neural Collapse metrics, Many / Medium / Few accuracy, cosine heatmaps."""
 
 from .evaluation import accuracy_by_split, class_splits, per_class_accuracy
-from .neural_collapse import centred, class_means, nc_metrics, pairwise_cosines
+from .neural_collapse import branch_nc3, centred, class_means, nc_metrics, pairwise_cosines
 from .plots import plot_cosine_heatmaps, plot_per_class_accuracy
 
 __all__ = [
     "accuracy_by_split",
+    "branch_nc3",
     "centred",
     "class_means",
     "class_splits",

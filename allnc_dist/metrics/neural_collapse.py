@@ -86,6 +86,21 @@ def _nc3(classifier: Tensor, centred_means: Tensor) -> float:
     return gap.pow(2).sum().item()
 
 
+def branch_nc3(features: Tensor, labels: Tensor, classifiers: Sequence[Tensor]) -> list[float]:
+    """NC3 as P2P defines it, per branch: || W~_b/||W~_b||_F - M~_b/||M~_b||_F ||_F^2 with the centred
+    classifier W~_b of branch b and the centred class means M~_b of that branch's features. `features`
+    holds the branches' features side by side, in the order and widths of `classifiers`."""
+    widths = [classifier.shape[1] for classifier in classifiers]
+    if features.shape[1] != sum(widths):
+        raise ValueError(f"features have {features.shape[1]} columns, the branch classifiers {widths}")
+    values = []
+    for branch_features, classifier in zip(features.double().split(widths, dim=1), classifiers):
+        classifier = classifier.detach().double().to(features.device)
+        means = class_means(branch_features, labels.to(features.device), classifier.shape[0])
+        values.append(_nc3(centred(classifier), centred(means)))
+    return values
+
+
 def _mean_pairwise_cosine(rows: Tensor) -> float:
     """Mean cosine over pairs k != k' of the rows; NaN for fewer than two rows."""
     if rows.shape[0] < 2:

@@ -2,21 +2,20 @@
 access (design and costs: docs/rebalanced_stream.md).
 
 Each position of a rank's epoch gets a class k with probability p_k (from per-epoch class quotas, so
-that the epoch's class mix matches p closely), then one of class k's samples uniformly. `reversed` uses p_k ∝ 1/n_k (BBN); `class_balanced` uses p_k = 1/K over the non-empty
-classes. The sample's bytes come from one seek + read at the offset index.json records: there is no
-scan and no reservoir. The draws come from (seed, epoch, rank), so they do not depend on the loader
-workers, which share the positions as in the uniform stream. Every rank yields exactly as many
-samples per epoch as the uniform stream (S), so a `ShardLoader` over each zips batch for batch. Bad
-input is handled as in `ShardStream`.
+that the epoch's class mix matches p closely), then one of class k's samples uniformly. p is the
+tempered family p_k ∝ n_k^q over the non-empty classes: q = -1 is BBN's reversed sampler, 0
+class-balanced, 0.5 square-root, 1 instance sampling. The sample's bytes come from one seek + read
+at the offset index.json records: there is no scan and no reservoir. The draws come from (seed,
+epoch, rank), so they do not depend on the loader workers, which share the positions as in the
+uniform stream. Every rank yields exactly as many samples per epoch as the uniform stream (S), so a
+`ShardLoader` over each zips batch for batch. Bad input is handled as in `ShardStream`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from ..data.samplers import rebalanced_class_probabilities
+from ..data.samplers import tempered_class_probabilities
 from .index import ShardIndex
 from .reader import (
     BadSamplePolicy,
@@ -28,7 +27,6 @@ from .reader import (
     seeded_rng,
 )
 
-RebalanceMode = Literal["reversed", "class_balanced"]
 # Random draws rarely hit the same shard twice in a row: a handful of open files saves most re-opens
 # of the shards just read without holding one descriptor per shard in every worker.
 REBALANCED_OPEN_SHARDS = 16
@@ -76,7 +74,8 @@ def rebalanced_plan(
 
 
 class RebalancedStream(ShardStream):
-    """One rank's re-balanced stream; iterate it through `ShardLoader`, like `ShardStream`.
+    """One rank's re-balanced stream, classes drawn with p_k ∝ n_k^q; iterate it through `ShardLoader`,
+    like `ShardStream`.
 
     `samples_per_epoch` defaults to the uniform stream's S = ceil(N / W); pass the uniform stream's
     `samples_per_epoch` when that one is resampled.
@@ -87,7 +86,7 @@ class RebalancedStream(ShardStream):
     def __init__(
         self,
         index: ShardIndex,
-        mode: RebalanceMode,
+        q: float,
         rank: int | None = None,
         world_size: int | None = None,
         seed: int = 0,
@@ -99,8 +98,8 @@ class RebalancedStream(ShardStream):
         super().__init__(
             index, rank, world_size, seed, transform, on_bad_sample=on_bad_sample, verify_checksums=verify_checksums
         )
-        self.mode = mode
-        self.probabilities = rebalanced_class_probabilities(index.class_counts, mode).numpy()
+        self.q = q
+        self.probabilities = tempered_class_probabilities(index.class_counts, q).numpy()
         self.table = ClassTable(index)
         if samples_per_epoch is None:
             samples_per_epoch = samples_per_rank(index.total_samples, self.world_size)

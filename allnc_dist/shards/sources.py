@@ -47,9 +47,9 @@ SAMPLE_DEFINING_FIELDS = (
     "synthetic_test_per_class",
     "seed",
 )
-# Selects samples only when set: left out of the plan at 0, so that shard sets written before the field
-# existed keep their plan (and a resumed job its shards).
-OPTIONAL_SAMPLE_DEFINING_FIELDS = ("val_per_class",)
+# Select samples only when not at their default: left out of the plan then, so that shard sets written
+# before the field existed keep their plan (and a resumed job its shards).
+OPTIONAL_SAMPLE_DEFINING_FIELDS = ("val_per_class", "profile")
 
 
 @dataclass
@@ -137,12 +137,23 @@ def builtin_sources(cfg: DataConfig) -> dict[str, RawImageSource]:
         raise ValueError(f"shards hold 1- or 3-channel PNG images; data.channels={cfg.channels} is neither")
     data = build_data(cfg)
     sources = {
-        "train": builtin_split_source(cfg, data, "train", data.train_eval, cfg.imbalance_ratio),
-        "test": builtin_split_source(cfg, data, "test", data.test, imbalance_ratio=1.0),
+        "train": builtin_split_source(cfg, data, "train", data.train_eval, training_profile(cfg)),
+        "test": builtin_split_source(cfg, data, "test", data.test, BALANCED_PROFILE),
     }
     if data.val is not None:
-        sources["val"] = builtin_split_source(cfg, data, "val", data.val, imbalance_ratio=1.0)
+        sources["val"] = builtin_split_source(cfg, data, "val", data.val, BALANCED_PROFILE)
     return sources
+
+
+# The balanced test and val splits are recorded as the exponential profile at ratio 1.
+BALANCED_PROFILE = {"kind": "exponential", "imbalance_ratio": 1.0}
+
+
+def training_profile(cfg: DataConfig) -> dict[str, Any]:
+    """The count profile of the training split, as index.json records it."""
+    if cfg.profile == "exponential":
+        return {"kind": "exponential", "imbalance_ratio": cfg.imbalance_ratio}
+    return {"kind": cfg.profile}
 
 
 def builtin_split_source(
@@ -150,15 +161,15 @@ def builtin_split_source(
     data: LongTailData,
     split: str,
     dataset: TensorImageDataset | SyntheticImageDataset,
-    imbalance_ratio: float,
+    profile: dict[str, Any],
 ) -> RawImageSource:
-    """One split; the balanced test and val splits are recorded as the exponential profile at ratio 1."""
+    """One split, with the count `profile` it follows."""
     n_max = int(torch.bincount(dataset.labels).max())
     return RawImageSource(
         dataset=cfg.name,
         labels=dataset.labels.tolist(),
         class_names=list(data.class_names),
-        profile={"kind": "exponential", "n_max": n_max, "imbalance_ratio": imbalance_ratio},
+        profile={**profile, "n_max": n_max},
         image_shape=list(data.image_shape),
         split=split,
         images=dataset,
@@ -169,7 +180,8 @@ def builtin_split_source(
 def sample_selection(cfg: DataConfig) -> dict[str, Any]:
     """The data config fields that select a built-in dataset's samples (part of the writer's plan)."""
     selection = cfg.model_dump(include=set(SAMPLE_DEFINING_FIELDS))
-    selection.update({field: getattr(cfg, field) for field in OPTIONAL_SAMPLE_DEFINING_FIELDS if getattr(cfg, field)})
+    selection.update({field: getattr(cfg, field) for field in OPTIONAL_SAMPLE_DEFINING_FIELDS
+                      if getattr(cfg, field) != DataConfig.model_fields[field].default})
     return selection
 
 
