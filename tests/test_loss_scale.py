@@ -85,7 +85,7 @@ def test_the_gram_term_is_zero_at_its_target_in_both_regimes():
     assert p2p_target(6, 2, "contrastive") == "uniform_spread"
 
 
-@pytest.mark.parametrize("form", ["mse_gram", "contrastive"])
+@pytest.mark.parametrize("form", ["mse_gram"])  # the default; the contrastive form's K'xK' logits are plain CE
 def test_one_step_at_inaturalist_shape_is_finite(form):
     k, d, batch = 8142, 2048, 64
     generator = torch.Generator().manual_seed(0)

@@ -40,7 +40,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------------------- the sweep file
 @pytest.mark.parametrize("space,message", [
     ({"method.hycon.tauu": {"loguniform": [0.05, 0.5]}},
-     r"(?s)space\[method\.hycon\.tauu\].*method\.hycon\.tauu: unknown field \(allowed here: negatives, projection_dim, tau"),
+     r"(?s)space\[method\.hycon\.tauu\].*method\.hycon\.tauu: unknown field \(allowed here: negatives, projection_dim, projection_head, tau"),
     ({"method.class_means.beta": {"choice": [0.5, 1.0]}},
      r"(?s)space\[method\.class_means\.beta\]: choice value 1\.0 is not valid.*less than 1"),
     ({"method.hycon.tau": {"lognormal": [0.05, 0.5]}},
