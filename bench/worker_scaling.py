@@ -43,7 +43,9 @@ class PeakMemory:
     TITLE = "ray::RayTrainWorker"  # Ray's process title for the Train worker actors
     POLL_S = 0.2
 
-    def __init__(self) -> None:
+    def __init__(self, earlier_workers: set[int]) -> None:
+        # Workers of an earlier run can linger while Ray winds that group down: not this run's.
+        self.earlier_workers = earlier_workers
         self.peak_kib: dict[int, int] = {}
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.poll, daemon=True)
@@ -66,7 +68,7 @@ class PeakMemory:
                     title = " ".join(process.cmdline())
                 except psutil.Error:  # it exited meanwhile
                     continue
-                if title.startswith(self.TITLE):
+                if title.startswith(self.TITLE) and process.pid not in self.earlier_workers:
                     self.record(process.pid)
 
     def record(self, pid: int) -> None:
@@ -82,11 +84,13 @@ class PeakMemory:
         return [round(kib / 1024, 1) for _, kib in sorted(self.peak_kib.items())]
 
 
-def measure(shards: Path, run_dir: Path, workers: int, epochs: int) -> dict:
+def measure(shards: Path, run_dir: Path, workers: int, epochs: int, earlier_workers: set[int]) -> dict:
+    """One run's throughput and per-worker peak memory; adds its worker PIDs to `earlier_workers`."""
     cfg = load_config(CONFIG, ["data.source=shards", f"data.shards={shards}", f"distributed.num_workers={workers}",
                                f"train.epochs={epochs}", f"train.eval_every={epochs}", "train.progress=false"])
-    with PeakMemory() as memory:
+    with PeakMemory(earlier_workers) as memory:
         result = fit_on_ray(cfg, run_dir)
+    earlier_workers.update(memory.peak_kib)
     rows = [r for r in RunDirectory(run_dir).read_metrics() if r["split"] == "train"][1:]
     steps_per_epoch = result.report["steps"] // epochs
     images_per_s = statistics.median(r["images_per_s"] for r in rows)
@@ -109,7 +113,8 @@ def main() -> None:
         shards = Path(tmp) / "shards"
         for split, source in builtin_sources(DataConfig(name="digits_lt")).items():
             write_shards(source, shards, split, 100, seed=0, progress=False)
-        rows = [measure(shards, Path(tmp) / f"w{workers}", workers, epochs) for workers in (1, 2)]
+        seen: set[int] = set()
+        rows = [measure(shards, Path(tmp) / f"w{workers}", workers, epochs, seen) for workers in (1, 2)]
     speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]
     results = {"cpus": os.cpu_count(), "epochs": epochs, "rows": rows, "images_per_s_speedup_2_vs_1": round(speedup, 3),
                "load_average_1m": {"start": load_before, "end": os.getloadavg()[0]}}
