@@ -47,16 +47,20 @@ def collect_outputs(
     return Outputs(torch.cat(logits), torch.cat(features), torch.cat(labels))
 
 
+def branch_classifiers(model: GBBNNetwork) -> list[torch.Tensor]:
+    """Each branch's (K, D) classifier, detached, in fp32 on the CPU."""
+    return [clf.weight.detach().float().cpu() for clf in model.classifiers]
+
+
 def inference_classifier(model: GBBNNetwork) -> torch.Tensor:
     """The branch classifiers side by side, (K, num_branches * D)."""
-    return torch.cat([clf.weight.detach().float().cpu() for clf in model.classifiers], dim=1)
+    return torch.cat(branch_classifiers(model), dim=1)
 
 
 def centred_nc3(model: GBBNNetwork, train: Outputs) -> dict[str, float]:
     """NC3 per branch with centred classifier and means (what P2P aligns), and its mean over branches:
     nc3_centred, plus nc3_centred_conventional / _rebalancing with two branches."""
-    classifiers = [clf.weight.detach().float().cpu() for clf in model.classifiers]
-    values = branch_nc3(train.features, train.labels, classifiers)
+    values = branch_nc3(train.features, train.labels, branch_classifiers(model))
     metrics = {"nc3_centred": sum(values) / len(values)}
     if len(values) == 2:
         metrics.update(nc3_centred_conventional=values[0], nc3_centred_rebalancing=values[1])
