@@ -53,10 +53,12 @@ class DataConfig(Section):
     # synthetic-LT shape (ImageNet-LT: num_classes=1000, max_per_class=1280, imbalance_ratio=256).
     num_classes: int = Field(10, ge=2)
     max_per_class: int = Field(500, ge=1)
-    profile: Literal["exponential", "imagenet_lt"] = Field(
+    profile: Literal["exponential", "step", "imagenet_lt"] = Field(
         "exponential",
-        description="synthetic-LT class counts: exponential (n_max IR^(-k/(K-1))), or imagenet_lt, ImageNet-LT's "
-        "count shape (1000 classes, 1280 down to 5) scaled to max_per_class; imbalance_ratio is then unused.",
+        description="Built-in datasets' class counts: exponential (n_max IR^(-k/(K-1))), step (half the classes "
+        "at n_max, half at n_max / IR: Fang et al. 2021's minority-collapse setting), or imagenet_lt "
+        "(synthetic-LT only), ImageNet-LT's count shape (1000 classes, 1280 down to 5) scaled to max_per_class; "
+        "imbalance_ratio is then unused.",
     )
     image_size: int = Field(32, ge=4)
     channels: int = Field(3, ge=1)

@@ -5,6 +5,8 @@
     python bench/results_report.py --smoke --out /tmp/results   # tiny version, for the test suite
 
 Inputs and outputs:
+- The study of each method as its sweep chose it, on every proxy: `bench/results/tuned_<proxy>.json` and
+  `bench/results/sweeps/`, written by `python bench/tuned_study.py` (its own command: it needs the sweeps).
 - The unconstrained-features studies across imbalance ratios and across class counts:
   `bench/results/ufm_imbalance.json` and `bench/results/ufm_classes.json`, written by
   `python bench/ufm_study.py --imbalance-grid` and `--class-grid` (their own commands: separate studies).
@@ -17,9 +19,8 @@ Inputs and outputs:
 - The doc: the tables, the figures, the comparisons computed from the numbers, and the discussion
   from `docs/results_discussion.md` (written by hand after reading the numbers).
 
-The jobs run two at a time, one process (and one thread) each. Tracking is off for these runs
-(`tracking.enabled=false`): one SQLite store takes one writer. Finished runs are reused, so an
-interrupted report picks up where it stopped.
+The jobs run two at a time, one process (and one thread) each, untracked (bench/ablation_jobs.py).
+Finished runs are reused, so an interrupted report picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -28,11 +29,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +40,8 @@ from allnc_dist.ablation import VARIANTS, ablation_table, load_finished_run  # n
 from allnc_dist.compare import TABLE_NOTE, display_name, plot_geometry  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
+from ablation_jobs import AblationJob, run_ablations  # noqa: E402
+from tuned_study import tuned_sections  # noqa: E402
 from ufm_study import mean_pm_std  # noqa: E402  (the study's own format for its cells)
 
 # (config file, what the doc calls it)
@@ -74,22 +74,6 @@ STUDY_OPTIONS = ("allnc_aux_alpha", "allnc_sqrt_sampler", "allnc_la_by_loss", "a
                  "allnc_ce_la_by_loss", "allnc_reweight", "allnc_la_reweight", "allnc_la_alpha")
 
 
-@dataclass(frozen=True)
-class AblationJob:
-    """One `jobs/ablation.py --local` process: a config, the variants, extra overrides, its folder."""
-    config: str
-    work: Path
-    variants: str | None
-    overrides: tuple[str, ...]
-
-    def command(self, seeds: int) -> list[str]:
-        command = [sys.executable, str(ROOT / "jobs" / "ablation.py"), "--local", "--config",
-                   str(ROOT / "jobs" / "configs" / f"{self.config}.yaml"), "--seeds", str(seeds), "--out", str(self.work)]
-        if self.variants:
-            command += ["--variants", self.variants]
-        return command + ["train.progress=false", "tracking.enabled=false", *self.overrides]
-
-
 def ablation_jobs(work_root: Path, smoke: bool) -> list[AblationJob]:
     """The ablation of every config in ABLATIONS, then AllNC under each reconstructed choice."""
     def overrides(config: str, extra: list[str]) -> tuple[str, ...]:
@@ -104,23 +88,6 @@ def ablation_jobs(work_root: Path, smoke: bool) -> list[AblationJob]:
 
 def choices_root(work_root: Path) -> Path:
     return work_root / f"choices_{CHOICES_CONFIG}"
-
-
-def run_job(job: AblationJob, seeds: int) -> str | None:
-    """Runs one job to its end; returns what failed (with its log), or None."""
-    job.work.mkdir(parents=True, exist_ok=True)
-    with open(job.work / "ablation.log", "a") as log:
-        code = subprocess.run(job.command(seeds), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
-    return None if code == 0 else f"{job.work} (log: {log.name})"
-
-
-def run_ablations(jobs: list[AblationJob], seeds: int, parallel: int = 2) -> None:
-    """Every job, `parallel` at a time: they share nothing but the CPUs."""
-    with ThreadPoolExecutor(parallel) as pool:
-        failed = [f for f in pool.map(lambda job: run_job(job, seeds), jobs) if f]
-    if failed:
-        raise SystemExit(f"ablation failed: {', '.join(failed)}")
 
 
 def collect_ablation(config: str, work: Path, results_dir: Path, figures_dir: Path) -> None:
@@ -268,6 +235,7 @@ def write_doc(out: Path, results_dir: Path, figures_dir: Path, ufm_path: Path, d
         sections.append(f"Not run yet: `{os.path.relpath(ufm_path, ROOT)}` is missing.")
     if ufm_path.with_name("ufm_classes.json").exists():
         sections += ufm_class_section(ufm_path.with_name("ufm_classes.json"))
+    sections += tuned_sections(results_dir)
     sections.append("## Ablation: baselines, AllNC without each of its parts, and AllNC with the study's options")
     for config, title in ABLATIONS.items():
         if (results_dir / f"ablation_{config}.json").exists():

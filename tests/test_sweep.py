@@ -129,7 +129,8 @@ def test_the_study_sweeps_give_every_method_the_same_budget_and_search():
         assert (spec.num_samples, spec.search, spec.scheduler, spec.space["optim.lr"], spec.space["optim.weight_decay"]) == (
             specs["digits_la"].num_samples, specs["digits_la"].search, specs["digits_la"].scheduler,
             specs["digits_la"].space["optim.lr"], specs["digits_la"].space["optim.weight_decay"])
-    assert {"method.gbbn.sampler_q", "method.aux.branch_weights", "method.p2p.form"} <= specs["digits_allnc"].space.keys()
+    assert {"method.hycon.weight", "method.p2p.weight", "method.aux.branch_weights", "method.p2p.form"} <= (
+        specs["digits_allnc"].space.keys())
 
 
 # ------------------------------------------------------------------------------- on Ray Tune
@@ -243,6 +244,9 @@ def test_the_summary_ranks_both_trials_and_the_plot_is_written(sweep):
     for c in cells:
         assert (c[5], c[6]) in (("2", "no"), ("1", "yes"))
         assert c[2] in ("0.02", "0.1") and 0.05 <= float(c[1]) <= 0.5
+    best = json.loads((sweep["out"] / "best.json").read_text())
+    assert best["trial"] == cells[0][0] and best["value"] == pytest.approx(float(cells[0][3]), abs=0.01)
+    assert best["overrides"] == [f"{knob}={best['knobs'][knob]}" for knob in KNOBS]
     from PIL import Image
 
     with Image.open(sweep["out"] / "sweep_params.png") as image:

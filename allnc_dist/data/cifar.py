@@ -23,7 +23,7 @@ import torch
 
 from ..config import DataConfig
 from .datasets import LongTailData, tensor_long_tail_data
-from .profiles import exponential_profile, shuffled_class_indices, split_off_per_class, take_per_class
+from .profiles import long_tail_counts, shuffled_class_indices, split_off_per_class, take_per_class
 
 CIFAR_IMAGE_SHAPE = (3, 32, 32)
 
@@ -95,7 +95,13 @@ def read_class_names(folder: Path, layout: CifarLayout) -> list[str]:
 
 
 def train_val_split_indices(
-    labels: torch.Tensor, num_classes: int, imbalance_ratio: float, seed: int, layout: CifarLayout, val_per_class: int
+    labels: torch.Tensor,
+    num_classes: int,
+    imbalance_ratio: float,
+    seed: int,
+    layout: CifarLayout,
+    val_per_class: int,
+    profile: str = "exponential",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices into the training batches of the long-tailed training subset and of the balanced
     validation split (empty for val_per_class = 0), held out first.
@@ -119,7 +125,7 @@ def train_val_split_indices(
             "from the papers'",
             stacklevel=2,
         )
-    return take_per_class(pools, exponential_profile(n_max, num_classes, imbalance_ratio)), val
+    return take_per_class(pools, long_tail_counts(profile, n_max, num_classes, imbalance_ratio)), val
 
 
 def build_cifar_lt(cfg: DataConfig) -> LongTailData:
@@ -133,7 +139,7 @@ def build_cifar_lt(cfg: DataConfig) -> LongTailData:
     train_images, train_labels = read_split(folder, layout.train_files, layout.label_key)
     test_images, test_labels = read_split(folder, layout.test_files, layout.label_key)
     keep, val = train_val_split_indices(
-        train_labels, len(class_names), cfg.imbalance_ratio, cfg.seed, layout, cfg.val_per_class
+        train_labels, len(class_names), cfg.imbalance_ratio, cfg.seed, layout, cfg.val_per_class, cfg.profile
     )
     return tensor_long_tail_data(
         train_images[keep],

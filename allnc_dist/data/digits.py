@@ -2,8 +2,8 @@
 
 Each class's images are put in a seeded order; the first `test_per_class` form the balanced test
 split, the next `val_per_class` the balanced validation split (none by default), and the training
-split keeps the first n_k of the rest, n_k following the exponential profile with n_max = the
-smallest per-class remainder (so every class can supply its count). Test comes first, so it is the
+split keeps the first n_k of the rest, n_k following data.profile (exponential by default) with
+n_max = the smallest per-class remainder (so every class can supply its count). Test comes first, so it is the
 same whatever val_per_class is.
 """
 
@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 
 from ..config import DataConfig
 from .datasets import LongTailData, tensor_long_tail_data
-from .profiles import exponential_profile, shuffled_class_indices, split_off_per_class, take_per_class
+from .profiles import long_tail_counts, shuffled_class_indices, split_off_per_class, take_per_class
 
 NUM_DIGITS = 10
 # load_digits gives pixel intensities 0..16.
@@ -39,7 +39,12 @@ def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def digits_lt_split_indices(
-    labels: torch.Tensor, test_per_class: int, imbalance_ratio: float, seed: int, val_per_class: int = 0
+    labels: torch.Tensor,
+    test_per_class: int,
+    imbalance_ratio: float,
+    seed: int,
+    val_per_class: int = 0,
+    profile: str = "exponential",
 ) -> DigitsSplitIndices:
     """The long-tailed training split and the balanced validation and test splits, disjoint."""
     class_indices = shuffled_class_indices(labels, NUM_DIGITS, seed)
@@ -52,13 +57,15 @@ def digits_lt_split_indices(
         )
     test, rest = split_off_per_class(class_indices, test_per_class)
     val, pools = split_off_per_class(rest, val_per_class)
-    counts = exponential_profile(smallest_class - held_out, NUM_DIGITS, imbalance_ratio)
+    counts = long_tail_counts(profile, smallest_class - held_out, NUM_DIGITS, imbalance_ratio)
     return DigitsSplitIndices(take_per_class(pools, counts), val, test)
 
 
 def build_digits_lt(cfg: DataConfig) -> LongTailData:
     images, labels = load_digit_images()
-    split = digits_lt_split_indices(labels, cfg.test_per_class, cfg.imbalance_ratio, cfg.seed, cfg.val_per_class)
+    split = digits_lt_split_indices(
+        labels, cfg.test_per_class, cfg.imbalance_ratio, cfg.seed, cfg.val_per_class, cfg.profile
+    )
     return tensor_long_tail_data(
         images[split.train],
         labels[split.train],

@@ -1,9 +1,10 @@
 """Long-tailed class-count profiles and seeded per-class subsampling.
 
 The exponential profile is the one of Cao et al. (2019) used for CIFAR-10/100-LT: class k keeps
-n_max * IR^(-k/(K-1)) images, so the head class keeps n_max and the tail class n_max / IR. The
-ImageNet-LT profile is a synthetic stand-in with ImageNet-LT's published shape (see
-`imagenet_lt_profile`).
+n_max * IR^(-k/(K-1)) images, so the head class keeps n_max and the tail class n_max / IR. The step
+profile is the one of Fang et al. (2021), where minority collapse was found: the first half of the
+classes keep n_max images, the rest n_max / IR. The ImageNet-LT profile is a synthetic stand-in with
+ImageNet-LT's published shape (see `imagenet_lt_profile`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,35 @@ def exponential_profile(n_max: int, num_classes: int, imbalance_ratio: float) ->
     return [
         math.floor(n_max * decay ** (k / (num_classes - 1)) + FLOOR_TOLERANCE) for k in range(num_classes)
     ]
+
+
+def step_profile(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
+    """ceil(K/2) majority classes with n_max images, then minority classes with floor(n_max / IR),
+    at least 1 (Fang et al. 2021's "step" imbalance, head first)."""
+    if n_max < 1 or num_classes < 2 or imbalance_ratio < 1.0:
+        raise ValueError(
+            f"need n_max >= 1, num_classes >= 2, imbalance_ratio >= 1; "
+            f"got {n_max}, {num_classes}, {imbalance_ratio}"
+        )
+    majority = (num_classes + 1) // 2
+    minority_count = max(1, math.floor(n_max / imbalance_ratio + FLOOR_TOLERANCE))
+    return [n_max] * majority + [minority_count] * (num_classes - majority)
+
+
+def long_tail_counts(profile: str, n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
+    """Training images per class under data.profile (exponential, step or imagenet_lt), head first."""
+    if profile == "exponential":
+        return exponential_profile(n_max, num_classes, imbalance_ratio)
+    if profile == "step":
+        return step_profile(n_max, num_classes, imbalance_ratio)
+    if profile != "imagenet_lt":
+        raise ValueError(f"unknown data.profile {profile!r}: use exponential, step or imagenet_lt")
+    if num_classes != IMAGENET_LT_CLASSES:
+        raise ValueError(
+            f"data.profile='imagenet_lt' has {IMAGENET_LT_CLASSES} classes, but the dataset has {num_classes}: "
+            f"set data.num_classes={IMAGENET_LT_CLASSES} (synthetic-LT)"
+        )
+    return imagenet_lt_profile(n_max)
 
 
 def log_linear_profile(anchors: Sequence[tuple[float, float]], num_classes: int) -> list[int]:

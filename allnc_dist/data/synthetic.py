@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig
 from .datasets import ImageTransform, LongTailData, build_transform, channel_mean_std
-from .profiles import IMAGENET_LT_CLASSES, exponential_profile, imagenet_lt_profile
+from .profiles import long_tail_counts
 
 Split = Literal["train", "val", "test"]
 
@@ -105,16 +105,8 @@ def class_sorted_labels(counts: list[int]) -> torch.Tensor:
 
 
 def synthetic_class_counts(cfg: DataConfig) -> list[int]:
-    """Training images per class: ImageNet-LT's shape scaled to data.max_per_class (data.profile=imagenet_lt,
-    1000 classes), else the exponential profile."""
-    if cfg.profile == "exponential":
-        return exponential_profile(cfg.max_per_class, cfg.num_classes, cfg.imbalance_ratio)
-    if cfg.num_classes != IMAGENET_LT_CLASSES:
-        raise ValueError(
-            f"data.profile='imagenet_lt' has {IMAGENET_LT_CLASSES} classes, but data.num_classes={cfg.num_classes}: "
-            f"set data.num_classes={IMAGENET_LT_CLASSES}"
-        )
-    return imagenet_lt_profile(cfg.max_per_class)
+    """Training images per class: data.profile from data.max_per_class down."""
+    return long_tail_counts(cfg.profile, cfg.max_per_class, cfg.num_classes, cfg.imbalance_ratio)
 
 
 def build_synthetic_lt(cfg: DataConfig) -> LongTailData:

@@ -151,9 +151,9 @@ BALANCED_PROFILE = {"kind": "exponential", "imbalance_ratio": 1.0}
 
 def training_profile(cfg: DataConfig) -> dict[str, Any]:
     """The count profile of the training split, as index.json records it."""
-    if cfg.profile == "exponential":
-        return {"kind": "exponential", "imbalance_ratio": cfg.imbalance_ratio}
-    return {"kind": cfg.profile}
+    if cfg.profile == "imagenet_lt":
+        return {"kind": cfg.profile}
+    return {"kind": cfg.profile, "imbalance_ratio": cfg.imbalance_ratio}
 
 
 def builtin_split_source(

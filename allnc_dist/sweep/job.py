@@ -6,7 +6,7 @@ trials on Ray Tune, then write and log the summary. `--resume` continues an inte
 
 A sweep's folder holds sweep.json (its settings, the resolved base config and the MLflow parent run),
 shards/ (a built-in dataset, written once), trials/<trial id>/ (each trial's run directory), tune/
-(Tune's state), summary.md and sweep_params.png.
+(Tune's state), summary.md, best.json (the best trial's knobs as overrides) and sweep_params.png.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .tracking import close_unfinished_trial_runs, log_outcome, open_parent_run,
 
 STATE_FILE = "sweep.json"
 SUMMARY_FILE = "summary.md"
+BEST_FILE = "best.json"
 PLOT_FILE = "sweep_params.png"
 
 
@@ -166,7 +167,7 @@ def run_trials(state: SweepState, spec: SweepConfig, base: RunConfig, sweep_dir:
     """The Tune run, then summary.md, sweep_params.png and the parent run's records; the summary's
     text, or None when the run was interrupted."""
     # Ray, torch and matplotlib load once the sweep has checked out.
-    from .results import plot_parameters, summary, trial_outcomes  # noqa: PLC0415
+    from .results import best_trial, plot_parameters, summary, trial_outcomes  # noqa: PLC0415
     from .tune_run import TrialSetup, interrupted, reserve_cluster, run_tune  # noqa: PLC0415
 
     trial_base = deep_merge(state.base_config, {"tracking": {"mlflow_uri": url}}) if url else state.base_config
@@ -177,6 +178,7 @@ def run_trials(state: SweepState, spec: SweepConfig, base: RunConfig, sweep_dir:
     outcomes = trial_outcomes(results, spec, base.train.epochs)
     text = summary(outcomes, spec)
     (sweep_dir / SUMMARY_FILE).write_text(text)
+    (sweep_dir / BEST_FILE).write_text(json.dumps(best_trial(outcomes, spec), indent=2) + "\n")
     plot_parameters(outcomes, spec, sweep_dir / PLOT_FILE)
     if parent is not None:
         close_unfinished_trial_runs(url, outcomes, sweep_dir / "trials")

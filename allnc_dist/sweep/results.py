@@ -77,11 +77,22 @@ def summary(outcomes: list[TrialOutcome], spec: SweepConfig) -> str:
              f"{len(outcomes)} trials, {spec.search} search, {scheduler} scheduler; ranked by the validation "
              f"split's {spec.metric} ({spec.mode}). Accuracies are each trial's last evaluation; an early-stopped "
              "trial's is from its last epoch.", ""]
-    if outcomes and not math.isnan(outcomes[0].value(spec.metric)):
-        best = outcomes[0]
-        knobs = ", ".join(f"{p}={format_value(v)}" for p, v in best.knobs.items())
-        lines += [f"Best: trial {best.trial_id}, {spec.metric} = {best.value(spec.metric):.2f}: {knobs}", ""]
+    best = best_trial(outcomes, spec)
+    if best is not None:
+        knobs = ", ".join(f"{p}={format_value(v)}" for p, v in best["knobs"].items())
+        lines += [f"Best: trial {best['trial']}, {spec.metric} = {best['value']:.2f}: {knobs}", ""]
     return "\n".join([*lines, table(outcomes, spec), ""])
+
+
+def best_trial(outcomes: list[TrialOutcome], spec: SweepConfig) -> dict[str, Any] | None:
+    """The best trial (outcomes come best first) as best.json records it: its id, the sweep's metric
+    and value, its knobs and the same knobs as `section.field=value` overrides; None when no trial
+    reported the metric."""
+    if not outcomes or math.isnan(outcomes[0].value(spec.metric)):
+        return None
+    best = outcomes[0]
+    return {"trial": best.trial_id, "metric": spec.metric, "value": best.value(spec.metric), "knobs": best.knobs,
+            "overrides": [f"{path}={value}" for path, value in best.knobs.items()]}
 
 
 def plot_parameters(outcomes: list[TrialOutcome], spec: SweepConfig, path: Path) -> None:

@@ -1,0 +1,67 @@
+"""The study's last mile: a sweep's best trial as best.json, and bench/tuned_study.py training each
+method's chosen configuration from it (smoke size: CE and AllNC, one epoch, real local runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
+from allnc_dist.sweep.spec import SweepConfig
+
+ROOT = Path(__file__).parents[1]
+SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
+                   space={"optim.lr": {"loguniform": [0.01, 0.1]}, "method.p2p.weight": {"choice": [0.25, 1.0]}})
+
+
+def outcome(trial: str, acc: float, p2p_weight: float) -> TrialOutcome:
+    knobs = {"optim.lr": 0.05, "method.p2p.weight": p2p_weight}
+    return TrialOutcome(trial, knobs, {"epoch": 40, "eval/acc_top1": acc}, 40, errored=False)
+
+
+def test_best_trial_is_the_first_ranked_with_its_knobs_as_overrides() -> None:
+    best = best_trial([outcome("a", 81.5, 0.25), outcome("b", 70.0, 1.0)], SPEC)
+    assert best == {"trial": "a", "metric": "eval/acc_top1", "value": 81.5,
+                    "knobs": {"optim.lr": 0.05, "method.p2p.weight": 0.25},
+                    "overrides": ["optim.lr=0.05", "method.p2p.weight=0.25"]}
+    assert "Best: trial a, eval/acc_top1 = 81.50: optim.lr=0.05, method.p2p.weight=0.25" in summary(
+        [outcome("a", 81.5, 0.25)], SPEC)
+
+
+def test_no_best_trial_when_none_reported_the_metric() -> None:
+    silent = TrialOutcome("a", {"optim.lr": 0.05, "method.p2p.weight": 1.0}, {}, 40, errored=True)
+    assert best_trial([silent], SPEC) is None and best_trial([], SPEC) is None
+    assert "Best:" not in summary([silent], SPEC)
+
+
+def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
+    sweeps = tmp_path / "sweeps"
+    (sweeps / "digits_allnc").mkdir(parents=True)
+    chosen = {"trial": "t1", "metric": "eval/acc_top1", "value": 80.0,
+              "knobs": {"optim.lr": 0.03, "method.p2p.weight": 0.25},
+              "overrides": ["optim.lr=0.03", "method.p2p.weight=0.25"]}
+    (sweeps / "digits_allnc" / "best.json").write_text(json.dumps(chosen))
+    (sweeps / "digits_allnc" / "summary.md").write_text("# Sweep study_digits_allnc\n")
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "tuned_study.py"), "--smoke", "--proxies", "digits_lt",
+                    "--methods", "ce,allnc", "--sweeps", str(sweeps), "--out", str(out)],
+                   check=True, cwd=ROOT, timeout=600)
+
+    assert json.loads((out / "sweeps" / "digits_allnc_best.json").read_text()) == chosen
+    record = json.loads((out / "tuned_digits_lt.json").read_text())
+    assert set(record["methods"]) == {"ce", "allnc"}
+    allnc = record["methods"]["allnc"]
+    # The sweep's fixed method overrides, then its best knobs; lr applies on the proxy it was tuned on.
+    assert allnc["overrides"][-5:] == ["method.preset=allnc", "method.loss=la", "method.gbbn.rebalance=logit_adjust",
+                                        "optim.lr=0.03", "method.p2p.weight=0.25"]
+    run_config = yaml.safe_load((out / "runs" / "tuned_digits_lt" / "allnc" / "allnc" / "seed0" / "config.yaml")
+                                .read_text())
+    assert run_config["method"]["p2p"]["weight"] == 0.25 and run_config["optim"]["lr"] == 0.03
+    assert run_config["method"]["gbbn"]["rebalance"] == "logit_adjust" and run_config["method"]["loss"] == "la"
+    assert math.isfinite(allnc["aggregates"]["acc_top1"]["mean"])
+    assert record["methods"]["ce"]["overrides"][-1] == "method.preset=ce"
