@@ -127,7 +127,7 @@ class Scale:
 
 
 FULL = Scale(rounds=9, warmup=2, round_s=0.3, max_batch=None, max_image=None, profile_steps=2)
-SMOKE = Scale(rounds=1, warmup=1, round_s=0.0, max_batch=8, max_image=32, profile_steps=1)
+SMOKE = Scale(rounds=1, warmup=1, round_s=0.0, max_batch=4, max_image=16, profile_steps=1)
 
 
 # --------------------------------------------------------------------------------------- workloads
@@ -371,7 +371,7 @@ def report_line(name: str, shape: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="batch <= 8, images <= 32x32, one round of one step")
+    parser.add_argument("--smoke", action="store_true", help="batch <= 4, images <= 16x16, one round of one step")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see the docstring)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
     args = parser.parse_args()

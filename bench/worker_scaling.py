@@ -84,10 +84,12 @@ class PeakMemory:
         return [round(kib / 1024, 1) for _, kib in sorted(self.peak_kib.items())]
 
 
-def measure(shards: Path, run_dir: Path, workers: int, epochs: int, earlier_workers: set[int]) -> dict:
+def measure(shards: Path, run_dir: Path, workers: int, epochs: int, earlier_workers: set[int],
+            overrides: list[str]) -> dict:
     """One run's throughput and per-worker peak memory; adds its worker PIDs to `earlier_workers`."""
     cfg = load_config(CONFIG, ["data.source=shards", f"data.shards={shards}", f"distributed.num_workers={workers}",
-                               f"train.epochs={epochs}", f"train.eval_every={epochs}", "train.progress=false"])
+                               f"train.epochs={epochs}", f"train.eval_every={epochs}", "train.progress=false",
+                               *overrides])
     with PeakMemory(earlier_workers) as memory:
         result = fit_on_ray(cfg, run_dir)
     earlier_workers.update(memory.peak_kib)
@@ -103,10 +105,11 @@ def measure(shards: Path, run_dir: Path, workers: int, epochs: int, earlier_work
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--smoke", action="store_true", help="2 epochs: checks that the script runs")
+    parser.add_argument("--smoke", action="store_true", help="2 epochs, no MLflow: checks that the script runs")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "worker_scaling.json")
     args = parser.parse_args()
     epochs = 2 if args.smoke else args.epochs
+    overrides = ["tracking.enabled=false"] if args.smoke else []  # a smoke run checks the script, not MLflow
     load_before = os.getloadavg()[0]  # other jobs on a shared machine take cores from the workers
     ensure_ray(num_cpus_needed=2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +117,7 @@ def main() -> None:
         for split, source in builtin_sources(DataConfig(name="digits_lt")).items():
             write_shards(source, shards, split, 100, seed=0, progress=False)
         seen: set[int] = set()
-        rows = [measure(shards, Path(tmp) / f"w{workers}", workers, epochs, seen) for workers in (1, 2)]
+        rows = [measure(shards, Path(tmp) / f"w{workers}", workers, epochs, seen, overrides) for workers in (1, 2)]
     speedup = rows[1]["images_per_s"] / rows[0]["images_per_s"]
     results = {"cpus": os.cpu_count(), "epochs": epochs, "rows": rows, "images_per_s_speedup_2_vs_1": round(speedup, 3),
                "load_average_1m": {"start": load_before, "end": os.getloadavg()[0]}}

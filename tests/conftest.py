@@ -10,6 +10,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
+# One intra-op thread in every process of the suite (this one, jobs, Ray workers): the workloads are
+# small and often several processes share the few cores, where threads only wait on each other
+# (a step can take 10x longer; bench/gpu_check.py pins one thread on CPU for the same reason).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Runs log to MLflow by default (sqlite:///mlflow.db in the working directory); tests log to a
 # session-wide SQLite store instead, never to the repository.
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{os.path.join(_STATE, 'mlflow.db')}"

@@ -7,6 +7,7 @@ from allnc_dist.method.class_means import ClassMeanTracker
 from distributed import run_workers
 
 K, D = 5, 3
+SYNCS = ("all_reduce", "all_gather")
 
 
 def _batches():
@@ -16,18 +17,20 @@ def _batches():
     return [(torch.randn(6, D, generator=g, dtype=torch.float64), y) for y in labels]
 
 
-def _means_on_rank(rank, world_size, out_dir, sync):
+def _means_on_rank(rank, world_size, out_dir):
     batches = _batches()
-    tracker = ClassMeanTracker(K, D, beta=0.5, sync=sync)
-    results = []
-    for step in range(2):
-        h, y = batches[rank]
-        h = (h + step).requires_grad_()
-        means = tracker.update(h, y)
-        # Gradient of a global function of the means reaches the local features only, W-scaled.
-        means.means[means.present].sum().backward()
-        results.append({"means": means.means.detach(), "seen": means.seen, "present": means.present, "grad": h.grad})
-    torch.save({"steps": results, "state": tracker.state_dict()}, out_dir / f"rank{rank}.pt")
+    for sync in SYNCS:  # both modes in the same processes: one start for both tests
+        tracker = ClassMeanTracker(K, D, beta=0.5, sync=sync)
+        results = []
+        for step in range(2):
+            h, y = batches[rank]
+            h = (h + step).requires_grad_()
+            means = tracker.update(h, y)
+            # Gradient of a global function of the means reaches the local features only, W-scaled.
+            means.means[means.present].sum().backward()
+            results.append({"means": means.means.detach(), "seen": means.seen, "present": means.present,
+                            "grad": h.grad})
+        torch.save({"steps": results, "state": tracker.state_dict()}, out_dir / f"{sync}-rank{rank}.pt")
 
 
 def _reference():
@@ -45,11 +48,18 @@ def _reference():
     return results, tracker
 
 
-@pytest.mark.parametrize("sync", ["all_reduce", "all_gather"])
-def test_two_ranks_match_the_concatenated_batch(tmp_path, sync):
-    run_workers(_means_on_rank, 2, tmp_path, tmp_path, sync)
+@pytest.fixture(scope="module")
+def rank_results(tmp_path_factory):
+    """The folder where the 2 ranks left each sync mode's means and gradients."""
+    out = tmp_path_factory.mktemp("ranks")
+    run_workers(_means_on_rank, 2, out, out)
+    return out
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_two_ranks_match_the_concatenated_batch(rank_results, sync):
     reference, _ = _reference()
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = [torch.load(rank_results / f"{sync}-rank{r}.pt", weights_only=True) for r in range(2)]
     for step, ref in enumerate(reference):
         for r, got in enumerate(ranks):
             torch.testing.assert_close(got["steps"][step]["means"], ref["means"])

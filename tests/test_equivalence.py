@@ -17,6 +17,7 @@ from distributed import run_workers
 
 K, B, W, STEPS = 4, 6, 2, 2
 COUNTS = [40, 20, 8, 2]
+NEGATIVES = ("global", "prototypes")
 
 
 def _config(negatives):
@@ -57,10 +58,7 @@ def _train(model, objective, batches, average_grads):
     return history
 
 
-def _worker(rank, world_size, out_dir, negatives):
-    model, objective = _setup(negatives)
-    local = [tuple(t[rank * B : (rank + 1) * B] for t in batch) for batch in _global_batches()]
-
+def _worker(rank, world_size, out_dir):
     def average(model, loss):
         for p in model.parameters():
             dist.all_reduce(p.grad)
@@ -68,17 +66,27 @@ def _worker(rank, world_size, out_dir, negatives):
         dist.all_reduce(loss)
         return loss / world_size
 
-    history = _train(model, objective, local, average)
-    torch.save({"history": history, "trackers": objective.state_dict()}, out_dir / f"rank{rank}.pt")
+    for negatives in NEGATIVES:  # both cases in the same processes: one start for both tests
+        model, objective = _setup(negatives)
+        local = [tuple(t[rank * B : (rank + 1) * B] for t in batch) for batch in _global_batches()]
+        history = _train(model, objective, local, average)
+        torch.save({"history": history, "trackers": objective.state_dict()}, out_dir / f"{negatives}-rank{rank}.pt")
 
 
-@pytest.mark.parametrize("negatives", ["global", "prototypes"])
-def test_two_workers_equal_one_worker_with_the_double_batch(tmp_path, negatives):
-    run_workers(_worker, W, tmp_path, tmp_path, negatives)
+@pytest.fixture(scope="module")
+def worker_results(tmp_path_factory):
+    """The folder where the W workers left each case's history, per rank."""
+    out = tmp_path_factory.mktemp("workers")
+    run_workers(_worker, W, out, out)
+    return out
+
+
+@pytest.mark.parametrize("negatives", NEGATIVES)
+def test_two_workers_equal_one_worker_with_the_double_batch(worker_results, negatives):
     model, objective = _setup(negatives)
     reference = _train(model, objective, _global_batches(), lambda m, loss: loss)
     for rank in range(W):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        got = torch.load(worker_results / f"{negatives}-rank{rank}.pt", weights_only=True)
         for step, (g, r) in enumerate(zip(got["history"], reference)):
             torch.testing.assert_close(g["loss"], r["loss"], rtol=1e-5, atol=0)
             assert g["grads"].keys() == r["grads"].keys()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from allnc_dist.cli import main
 from allnc_dist.config import load_config
 from allnc_dist.engine.checkpoint import load_checkpoint
 from allnc_dist.engine.local import LocalTrainer
@@ -16,7 +17,10 @@ from tests.cli import allnc
 
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
-SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2", "train.progress=false"]
+# These runs check the run directory and checkpoints; MLflow logging is test_mlflow_tracker.py's.
+UNTRACKED = ["tracking.enabled=false"]
+SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2", "train.progress=false",
+         *UNTRACKED]
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +63,16 @@ def test_crash_mid_checkpoint_then_resume_matches_the_uninterrupted_run(uninterr
         assert got["step"] == ref["step"]
 
 
-def test_a_new_run_never_overwrites_an_existing_one(uninterrupted):
+# The refusals are checked in this process: the command line's own `main`, without a process start.
+def test_a_new_run_never_overwrites_an_existing_one(uninterrupted, capsys):
     before = (uninterrupted / "metrics.jsonl").read_text()
-    proc = allnc("train", "--config", CONFIG, "--run-dir", uninterrupted, *SMALL, check=False)
-    assert proc.returncode == 2 and "already holds a run: continue it with --resume" in proc.stderr
+    code = main(["train", "--config", str(CONFIG), "--run-dir", str(uninterrupted), *SMALL])
+    assert code == 2 and "already holds a run: continue it with --resume" in capsys.readouterr().err
     assert (uninterrupted / "metrics.jsonl").read_text() == before
 
 
-def test_resume_without_a_run_directory_is_a_clear_error():
-    proc = allnc("train", "--resume", check=False)
-    assert proc.returncode == 2 and "--resume needs --run-dir" in proc.stderr
+def test_resume_without_a_run_directory_is_a_clear_error(capsys):
+    assert main(["train", "--resume"]) == 2 and "--resume needs --run-dir" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_with_the_step_and_the_loss_parts(tmp_path):
@@ -79,8 +83,8 @@ def test_nan_loss_stops_with_the_step_and_the_loss_parts(tmp_path):
 
 def run_demo_job(out, *flags):
     proc = subprocess.run([sys.executable, "jobs/digits_lt.py", "--out", str(out), *flags, "train.epochs=2",
-                           "model.width=8", "train.progress=false"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                           "model.width=8", "train.progress=false", *UNTRACKED], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [line for line in proc.stdout.splitlines() if line.startswith("|")]
 
