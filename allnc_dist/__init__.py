@@ -3,10 +3,10 @@
 The public names, by stage of the data flow:
 
 - data:     `build_data`, `exponential_profile`
-- model:    `build_backbone`, `GBBNNetwork`
+- model:    `build_backbone`, `BranchedNetwork`
 - method:   `simplex_etf`, `ClassMeanTracker`, `hycon_loss`, `p2p_loss`, `cumulative_alpha`,
             `AllNCObjective`
-- engine:   `LocalTrainer`, `train_step`, `evaluate`
+- engine:   `Trainer`, `LocalRuntime`, `train_locally`, `train_step`, `evaluate`
 - metrics:  `nc_metrics`, `class_splits`, `accuracy_by_split`
 - config:   `RunConfig`, `load_config`, `ConfigError`
 
@@ -27,14 +27,16 @@ _EXPORTS = {
     "build_data": "data",
     "exponential_profile": "data",
     "build_backbone": "models",
-    "GBBNNetwork": "method",
+    "BranchedNetwork": "method",
     "simplex_etf": "method",
     "ClassMeanTracker": "method",
     "hycon_loss": "method",
     "p2p_loss": "method",
     "cumulative_alpha": "method",
     "AllNCObjective": "method",
-    "LocalTrainer": "engine",
+    "Trainer": "engine",
+    "LocalRuntime": "engine",
+    "train_locally": "engine",
     "train_step": "engine",
     "evaluate": "engine",
     "nc_metrics": "metrics",

@@ -3,7 +3,7 @@ one trained with several seeds on one dataset and config; a table of mean ± std
 
     python jobs/ablation.py [--config YAML] [--local] [--seeds N | --seed-list 0,1,2] [--variants ce,allnc]
                             [--data SHARDS] [--num-workers N] [--gpus-per-worker G] [--zero-stage S]
-                            [--storage-path PATH] [--out DIR] [section.field=value ...]
+                            [--storage-path PATH] [--out DIR] [--debug] [section.field=value ...]
 
 Seeds: run k of a variant trains with train.seed = k, which sets the initialisation, the batch order
 and the augmentation. data.seed stays as configured, so every run sees the same long-tailed split
@@ -26,17 +26,19 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 import yaml
 
-from .compare import TABLE_COLUMNS, TABLE_NOTE, Train, metrics_table, plot_geometry, shared_data
 from .config import ConfigError, RunConfig, config_from_dict, deep_merge, load_raw
-from .engine.local import LocalTrainer, TrainResult
-from .launch import flag_overrides, parser, write_builtin_shards
-from .tracking import MlflowTracker, RunDirectory, flatten_config, resolve_tracking_uri
+from .data.builtin_shards import resolve_shards
+from .engine.trainer import TrainResult, train_locally
+from .errors import report_errors
+from .launch import check_tracking_server, flag_overrides, output_folder, parse_arguments, parser, tracking_uri
+from .method_runs import Train, shared_data
+from .results_table import TABLE_COLUMNS, TABLE_NOTE, metrics_table, plot_geometry
+from .tracking import MlflowTracker, RunDirectory, flatten_config
 
 # Every variant the job knows, in table order: a name and the config overrides that make it. The
 # presets fill in their own method fields; the ablations switch one part of AllNC off.
@@ -61,7 +63,7 @@ VARIANTS: dict[str, dict] = {
 }
 
 # Config fields that do not change what a run computes: a reused run may differ in these.
-BOOKKEEPING_FIELDS = ("tracking.", "train.progress", "distributed.storage_path")
+BOOKKEEPING_FIELDS = ("tracking.", "distributed.storage_path")
 
 RunKey = tuple[str, int]  # (variant, seed)
 
@@ -101,12 +103,15 @@ def selected_seeds(count: int, seed_list: str | None) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------- configs
-def ablation_configs(base: dict, variants: Sequence[str], seeds: Sequence[int]) -> dict[RunKey, RunConfig]:
-    """One validated config per (variant, seed): the raw `base` with the variant's overrides and the
-    seed merged in. Any bad config fails here, before the first run starts."""
+def ablation_configs(raw: dict, variants: Sequence[str], seeds: Sequence[int], streams_shards: bool = False
+                     ) -> dict[RunKey, RunConfig]:
+    """One validated config per (variant, seed): the config `raw`, before validation, with the variant's
+    overrides and the seed merged in. Any bad config fails here, before the first run starts.
+    `streams_shards`: the job writes a built-in dataset as shards first (config_from_dict)."""
     return {
         (variant, seed): config_from_dict(
-            deep_merge(base, deep_merge(VARIANTS[variant], {"name": f"{variant}-seed{seed}", "train": {"seed": seed}}))
+            deep_merge(raw, deep_merge(VARIANTS[variant], {"name": f"{variant}-seed{seed}", "train": {"seed": seed}})),
+            streams_shards,
         )
         for variant in variants
         for seed in seeds
@@ -143,22 +148,16 @@ def local_engine(first: RunConfig, parent_run_id: str | None) -> Train:
 
     def train(cfg: RunConfig, folder: Path) -> TrainResult:
         resume = RunDirectory(folder).checkpoint_path.exists()
-        return LocalTrainer(cfg, folder, data=data, parent_run_id=parent_run_id).fit(resume=resume)
+        return train_locally(cfg, folder, data=data, parent_run_id=parent_run_id, resume=resume)
 
     return train
 
 
 def ray_engine(parent_run_id: str | None) -> Train:
     """Train on Ray Train workers; fitting a run directory again resumes from its latest checkpoint."""
-    from .engine.ray_train import fit_on_ray  # noqa: PLC0415
+    from .engine.ray_driver import fit_on_ray  # noqa: PLC0415
 
     return lambda cfg, folder: fit_on_ray(cfg, folder, parent_run_id=parent_run_id)
-
-
-def load_finished_run(folder: Path) -> TrainResult:
-    from .engine.ray_train import load_result  # noqa: PLC0415
-
-    return load_result(RunDirectory(folder))
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -228,12 +227,12 @@ def plot_first_seeds(results: dict[RunKey, TrainResult], seeds: Sequence[int], o
 def open_parent_run(first: RunConfig, name: str, out: Path, params: dict) -> MlflowTracker | None:
     """The ablation's MLflow run, which every training run nests under; a rerun reopens it (its id
     is kept in <out>/mlflow_run_id). None when tracking is off."""
-    if not first.tracking.enabled:
+    uri = tracking_uri(first.tracking)
+    if uri is None:
         return None
     folder = RunDirectory(out)
     run_id = folder.read_mlflow_run_id()
-    tracker = MlflowTracker(resolve_tracking_uri(first.tracking.mlflow_uri), first.tracking.experiment,
-                            f"ablation-{name}", out, run_id=run_id)
+    tracker = MlflowTracker(uri, first.tracking.experiment, f"ablation-{name}", out, run_id=run_id)
     tracker.start()
     if run_id is None and tracker.run_id is not None:
         folder.record_mlflow_run_id(tracker.run_id)
@@ -254,18 +253,15 @@ def plan_ablation(config: Path, args: argparse.Namespace) -> tuple[dict[RunKey, 
     before all of it checks out, except writing a built-in dataset as shards for the Ray engine."""
     if args.methods:
         raise ConfigError("--methods: the ablation selects its runs with --variants")
-    base = load_raw(config, [*flag_overrides(args), *args.overrides])
-    variants = selected_variants(args.variants)
+    raw = load_raw(config, [*flag_overrides(args), *args.overrides])
     seeds = selected_seeds(args.seeds, args.seed_list)
-    configs = ablation_configs(base, variants, seeds)
+    configs = ablation_configs(raw, selected_variants(args.variants), seeds, streams_shards=not args.local)
     first = next(iter(configs.values()))
-    name = base.get("name", "run")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or Path(first.distributed.storage_path or "runs") / f"ablation-{name}-{stamp}"
-    if not args.local and first.data.source != "shards":  # the Ray engine streams shards: write them first
-        shards = write_builtin_shards(base, out)
-        base = deep_merge(base, {"data": {"source": "shards", "shards": str(shards.resolve())}})
-        configs = ablation_configs(base, variants, seeds)
+    check_tracking_server(tracking_uri(first.tracking))
+    name = raw.get("name", "run")
+    out = args.out or output_folder(f"ablation-{name}", first.distributed.storage_path)
+    if not args.local:
+        configs = resolve_shards(configs, out)
     for key, cfg in configs.items():
         check_existing_run(cfg, run_folder(out, key), args.local)
     return configs, seeds, out, name
@@ -278,7 +274,7 @@ def train_or_reuse(configs: dict[RunKey, RunConfig], out: Path, reused: list[Run
         folder = run_folder(out, key)
         print(f"[{i}/{len(configs)}] {key[0]} seed {key[1]}: {'reused' if key in reused else 'training'} ({folder})",
               flush=True)
-        results[key] = load_finished_run(folder) if key in reused else train(cfg, folder)
+        results[key] = TrainResult.load(folder) if key in reused else train(cfg, folder)
     return results
 
 
@@ -316,11 +312,11 @@ def run_ablation(config: Path, args: argparse.Namespace) -> str:
     return f"{text}\n{trained} run(s) trained, {len(reused)} reused (report.json present). Results: {out}"
 
 
-def main(default_config: Path, argv: list[str] | None = None) -> int:
-    args = ablation_parser().parse_args(argv)
-    try:
-        print(run_ablation(args.config or default_config, args))
-    except (ConfigError, FileExistsError) as err:
-        print(f"ablation: {err}", file=sys.stderr)
-        return 2
+def print_ablation(config: Path, args: argparse.Namespace) -> int:
+    print(run_ablation(config, args))
     return 0
+
+
+def main(default_config: Path, argv: list[str] | None = None) -> int:
+    args = parse_arguments(ablation_parser(), argv)
+    return report_errors(Path(sys.argv[0]).name, args.debug, print_ablation, args.config or default_config, args)

@@ -3,7 +3,11 @@
     allnc train   --config jobs/configs/digits_lt.yaml [--run-dir DIR] [--resume] [a.b=value ...]
     allnc compare --config jobs/configs/digits_lt.yaml --methods allnc,ce [--out DIR] [a.b=value ...]
     allnc check   --config FILE [a.b=value ...]     # validate and print the resolved config
+    allnc shards  --out DIR [--dataset NAME | --list FILE | --imagefolder ROOT | --inat-json FILE] [...]
     allnc sweep   SWEEP_YAML [--config BASE] [--out DIR] [--resume] [--num-samples N] [a.b=value ...]
+
+Every command takes --debug. An error ends a command with one line on stderr and an exit status by
+kind (allnc_dist/errors.py): 2 config, 3 input data, 4 tracking server.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, RunConfig, config_from_dict, deep_merge, load_config, load_raw, parse_overrides
+from .errors import DataError, add_debug_flag, report_errors
+from .launch import check_tracking_server, method_names, output_folder, parse_arguments, tracking_uri
+from .method_runs import method_configs, run_methods
 from .sweep.job import add_arguments as add_sweep_arguments
 from .sweep.job import run_command as cmd_sweep
 
@@ -62,11 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="tune a job config's hyperparameters on Ray Tune (docs/sweeps.md)")
     add_sweep_arguments(sweep)
+    for command in (train, compare, check, shards, sweep):
+        add_debug_flag(command)
     return parser
-
-
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def resolve_resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
@@ -78,31 +83,31 @@ def resolve_resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.local import LocalTrainer  # noqa: PLC0415 (torch import after the config is known good)
-
     if args.resume:
         if args.run_dir is None:
             raise ConfigError("--resume needs --run-dir, the run to continue")
         cfg = resolve_resume_config(args.run_dir, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or Path("runs") / f"{cfg.name}-{_timestamp()}"
-    result = LocalTrainer(cfg, run_dir).fit(resume=args.resume)
-    from .compare import results_table  # noqa: PLC0415
+    check_tracking_server(tracking_uri(cfg.tracking))
+    from .engine.trainer import train_locally  # noqa: PLC0415 (torch import after the config is known good)
+    from .results_table import results_table  # noqa: PLC0415
 
+    run_dir = args.run_dir or output_folder(cfg.name)
+    result = train_locally(cfg, run_dir, resume=args.resume)
     print(results_table({cfg.method.preset: result.report}))
     print(f"run directory: {run_dir}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import method_configs, run_methods, write_comparison  # noqa: PLC0415
+    raw = load_raw(args.config, args.overrides)
+    configs = method_configs(raw, method_names(args.methods))
+    check_tracking_server(tracking_uri(next(iter(configs.values())).tracking))
+    from .results_table import write_comparison  # noqa: PLC0415 (torch import after the configs are known good)
 
-    base = load_raw(args.config, args.overrides)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    method_configs(base, methods)  # fail on a bad config before any work
-    out = args.out or Path("runs") / f"{base.get('name', 'run')}-compare-{_timestamp()}"
-    print(write_comparison(run_methods(base, methods, out), out))
+    out = args.out or output_folder(f"{raw.get('name', 'run')}-compare")
+    print(write_comparison(run_methods(configs, out), out))
     return 0
 
 
@@ -112,29 +117,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def shard_sources(args: argparse.Namespace) -> dict:
+    """What `allnc shards` writes, by split: the files named (--imagefolder, --list, --inat-json) or a
+    built-in dataset's splits."""
+    from .shards import builtin_sources, file_source  # noqa: PLC0415 (torch import)
+
+    if args.imagefolder or args.list or args.inat_json:
+        if args.overrides:
+            raise ConfigError("section.field=value overrides apply to built-in datasets (--dataset) only")
+        if args.image_root is None and not args.imagefolder:
+            raise ConfigError("--list and --inat-json need --image-root, the folder their image paths are relative to")
+        try:  # what the files hold (a bad line, a missing image) is input data, not the command line
+            return {args.split or "train": file_source(args.imagefolder, args.list, args.inat_json, args.image_root,
+                                                       args.class_names)}
+        except ValueError as err:
+            raise DataError(str(err)) from err
+    dataset = [f"data.name={args.dataset}"] if args.dataset else []
+    try:
+        splits = builtin_sources(load_config(None, args.overrides + dataset).data)
+    except ValueError as err:  # a data config the writer cannot encode
+        raise ConfigError(str(err)) from err
+    if args.split and args.split not in splits:
+        raise ConfigError(f"built-in datasets have the splits {sorted(splits)}, not {args.split!r}")
+    return {args.split: splits[args.split]} if args.split else splits
+
+
 def cmd_shards(args: argparse.Namespace) -> int:
     """Write the chosen source's split(s) under --out; print one summary line per split."""
-    from .shards import builtin_sources, file_source, write_shards  # noqa: PLC0415 (torch import)
+    from .shards import write_shards  # noqa: PLC0415 (torch import)
 
     if args.samples_per_shard < 1 or args.processes < 1:
         raise ConfigError(
             f"--samples-per-shard and --processes must be >= 1, got {args.samples_per_shard}, {args.processes}"
         )
-    try:  # inputs that cannot be read are reported like a bad config: named, no traceback
-        if args.imagefolder or args.list or args.inat_json:
-            if args.overrides:
-                raise ConfigError("section.field=value overrides apply to built-in datasets (--dataset) only")
-            source = file_source(args.imagefolder, args.list, args.inat_json, args.image_root, args.class_names)
-            sources = {args.split or "train": source}
-        else:
-            dataset = [f"data.name={args.dataset}"] if args.dataset else []
-            splits = builtin_sources(load_config(None, args.overrides + dataset).data)
-            if args.split and args.split not in splits:
-                raise ConfigError(f"built-in datasets have the splits {sorted(splits)}, not {args.split!r}")
-            sources = {args.split: splits[args.split]} if args.split else splits
-    except (ValueError, FileNotFoundError) as err:
-        raise ConfigError(str(err)) from err
-    for split, source in sources.items():
+    for split, source in shard_sources(args).items():
         start = time.perf_counter()
         index = write_shards(
             source, args.out, split, args.samples_per_shard, args.seed, args.processes, progress=not args.no_progress
@@ -147,14 +163,10 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_arguments(_parser(), argv)
     commands = {"train": cmd_train, "compare": cmd_compare, "check": cmd_check, "shards": cmd_shards,
                 "sweep": cmd_sweep}
-    try:
-        return commands[args.command](args)
-    except (ConfigError, FileExistsError) as err:
-        print(f"allnc: {err}", file=sys.stderr)
-        return 2
+    return report_errors("allnc", args.debug, commands[args.command], args)
 
 
 if __name__ == "__main__":

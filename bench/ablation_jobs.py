@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# A smoke run's recipe, on top of any config: one short epoch.
+SMOKE_OVERRIDES = ("train.epochs=1", "train.eval_every=1", "train.checkpoint_every=1", "data.batch_size=64")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class AblationJob:
                    str(ROOT / "jobs" / "configs" / f"{self.config}.yaml"), "--seeds", str(seeds), "--out", str(self.work)]
         if self.variants:
             command += ["--variants", self.variants]
-        return command + ["train.progress=false", "tracking.enabled=false", *self.overrides]
+        return command + ["tracking.enabled=false", *self.overrides]
 
 
 def run_job(job: AblationJob, seeds: int) -> str | None:

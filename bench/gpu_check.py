@@ -4,14 +4,12 @@ installed, the product's distributed path (one Ray Train worker, DeepSpeed ZeRO,
 docs/gpu_check.md.
 
 Run through bench/gpu_check.sh, which checks the dependencies first and gives each part its own hard
-time limit; by hand:
+time limit; by hand, one part at a time:
 
-    python bench/gpu_check.py part throughput|sync|accuracy|distributed [--quick] [--device cuda|cpu] [--out DIR]
-    python bench/gpu_check.py report [--out DIR] [--exit PART=STATUS ...]
+    python -m bench.gpu_check throughput|sync|accuracy|distributed [--quick] [--device cuda|cpu] [--out DIR]
 
-Each part writes <out>/parts/<part>.json; `report` merges what the parts left into <out>/gpu_check.json,
-prints a markdown summary (also <out>/gpu_check.md) and the PASS/FAIL line, and exits non-zero on FAIL
-or when a part left no result. `--quick` shrinks every size so that a CPU run takes seconds (the tests).
+Each part writes <out>/parts/<part>.json; `python -m bench.gpu_check_report` then merges them. `--quick`
+shrinks every size so that a CPU run takes seconds (the tests).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import gc
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,23 +29,18 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tabulate import tabulate
 
 from allnc_dist.config import load_config
-from allnc_dist.engine.local import LocalTrainer
+from allnc_dist.engine.trainer import train_locally
 from allnc_dist.method.class_means import per_class_sums
 from allnc_dist.tracking import RunDirectory
+from bench.gpu_check_deps import OPTIONAL
+from bench.gpu_check_report import PARTS, RESULTS, part_path
+from bench.step_setup import WARMUP_STEPS, synchronize, time_steps
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from gpu_check_deps import OPTIONAL  # noqa: E402  (bench/ is not a package)
-from step_time import synchronize, time_steps  # noqa: E402
-
-PARTS = ("throughput", "sync", "accuracy", "distributed")
-REPO = HERE.parent
+REPO = Path(__file__).parents[1]
 DISTRIBUTED_STACK = ("ray", "deepspeed", "webdataset")  # what jobs/digits_lt.py needs beyond the check
 PRESETS = ("ce", "allnc")
-STEP_WARMUP = 3  # the warm-up steps time_steps runs before timing
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ class Scale:
     """Every size of the check: the full one for a GPU, the quick one for a CPU smoke run."""
 
     step_shapes: tuple[StepShape, ...]
-    timed_steps: int  # per time_steps call, after its STEP_WARMUP steps
+    timed_steps: int  # per time_steps call, after its WARMUP_STEPS steps
     rounds: int  # CE and AllNC alternate this many times per shape; the median counts
     sync_shapes: tuple[SyncShape, ...]
     sync_warmup: int
@@ -89,7 +81,7 @@ class Scale:
 
 ACCURACY_COMMON = (
     "name=gpu_check_synthetic_lt", "data.name=synthetic_lt", "data.num_classes=10", "data.imbalance_ratio=100",
-    "method.preset=allnc", "train.bf16=true", "train.progress=false", "tracking.enabled=false", "train.seed=0",
+    "method.preset=allnc", "train.bf16=true", "tracking.enabled=false", "train.seed=0",
 )
 FULL = Scale(
     step_shapes=(
@@ -131,7 +123,8 @@ QUICK = Scale(
 )
 
 
-def pick_device(name: str) -> torch.device:
+def check_device(name: str) -> torch.device:
+    """The device a part runs on; on CUDA, why not where there is none."""
     if name == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda, but torch sees no CUDA device (torch.version.cuda = "
@@ -143,7 +136,7 @@ def pick_device(name: str) -> torch.device:
 
 # ------------------------------------------------------------------------------------- throughput
 def timed_preset(shape: StepShape, preset: str, steps: int, device: torch.device) -> tuple[float, int | None]:
-    """Seconds per `train_step` (bench/step_time.py's loop, bf16 autocast on CUDA) and the peak GPU
+    """Seconds per `train_step` (bench/step_setup.py's time_steps, bf16 autocast on CUDA) and the peak GPU
     memory allocated meanwhile (None on CPU)."""
     overrides = [f"model.arch={shape.arch}", f"method.preset={preset}"]
     on_gpu = device.type == "cuda"
@@ -176,7 +169,7 @@ def measure_throughput(scale: Scale, device: torch.device) -> dict:
             "allnc_over_ce_step_time": allnc_s / ce_s,
             "ce_peak_mib": peak_mib((shape.name, "ce")), "allnc_peak_mib": peak_mib((shape.name, "allnc")),
         })
-    return {"timed_steps": scale.timed_steps, "warmup_steps": STEP_WARMUP, "rounds": scale.rounds,
+    return {"timed_steps": scale.timed_steps, "warmup_steps": WARMUP_STEPS, "rounds": scale.rounds,
             "autocast": "bf16" if device.type == "cuda" else "none (fp32 on CPU)", "rows": rows}
 
 
@@ -244,7 +237,7 @@ def run_accuracy(scale: Scale, device: torch.device) -> dict:
     overrides = [*scale.accuracy_overrides, f"train.device={device.type}"]
     cfg = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as run_dir:  # the figures go into the JSON; the run dir is not kept
-        result = LocalTrainer(cfg, run_dir).fit()
+        result = train_locally(cfg, run_dir)
     metrics = result.report["metrics"]
     return {
         "overrides": overrides, "class_counts": result.report["class_counts"],
@@ -262,7 +255,7 @@ def distributed_command(scale: Scale, device: torch.device, out: str) -> list[st
     return [sys.executable, "jobs/digits_lt.py", "--methods", "allnc", "--num-workers", "1",  # run in REPO
             "--gpus-per-worker", "1" if device.type == "cuda" else "0",
             "--zero-stage", str(scale.distributed_zero_stage), "--out", out, f"train.epochs={epochs}",
-            f"train.eval_every={epochs}", f"train.checkpoint_every={epochs}", "train.progress=false",
+            f"train.eval_every={epochs}", f"train.checkpoint_every={epochs}",
             "tracking.enabled=false"]
 
 
@@ -293,7 +286,7 @@ def run_distributed(scale: Scale, device: torch.device) -> dict:
 
 def run_part(part: str, quick: bool, device_name: str, out: Path) -> None:
     scale = QUICK if quick else FULL
-    device = pick_device(device_name)
+    device = check_device(device_name)
     if device.type == "cpu":
         # A CPU run is a smoke run on shared cores, where OpenMP threads competing with other jobs
         # make a step up to 10x slower than one thread does.
@@ -307,153 +300,21 @@ def run_part(part: str, quick: bool, device_name: str, out: Path) -> None:
         # The check must run without the distributed and tracking stack: nothing on its path may load it.
         optional_modules_loaded=sorted(name for name in OPTIONAL if name in sys.modules),
     )
-    path = out / "parts" / f"{part}.json"
+    path = part_path(out, part)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{part}: done in {result['wall_s']:.1f} s, wrote {path}", flush=True)
 
 
-# ---------------------------------------------------------------------------------------- report
-def nccl_version() -> str:
-    version = torch.cuda.nccl.version()  # a tuple in recent torch, an int such as 2708 in older ones
-    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
-
-
-def environment() -> dict:
-    cuda = torch.cuda.is_available()
-    return {
-        "card": torch.cuda.get_device_name(0) if cuda else f"no CUDA device ({platform.processor() or 'CPU'})",
-        "gpus_visible": torch.cuda.device_count(),
-        "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "nccl": nccl_version() if cuda else None,
-        "python": platform.python_version(), "machine": platform.platform(terse=True), "cpus": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
-
-
-def verdict(results: dict) -> tuple[bool, str]:
-    """PASS when the accuracy run reached its threshold and every part left a result."""
-    absent = [part for part in PARTS if results[part] is None]
-    accuracy = results["accuracy"]
-    if accuracy is None:
-        return False, f"FAIL: the accuracy part left no result (parts without a result: {', '.join(absent)})"
-    reached = (f"AllNC on synthetic-LT reached {accuracy['top1_%']:.1f} % overall top-1, threshold "
-               f"{accuracy['threshold_top1_%']:.0f} %")
-    if not accuracy["passed"]:
-        return False, f"FAIL: {reached}"
-    if absent:
-        return False, f"FAIL: {reached}, but these parts left no result: {', '.join(absent)}"
-    return True, f"PASS: {reached}"
-
-
-def rounded(rows: list[dict], digits: int = 1) -> list[dict]:
-    return [{k: round(v, digits) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
-
-
-def markdown(results: dict) -> str:
-    env = results["environment"]
-    lines = [
-        f"### GPU check: {env['card']}",
-        "",
-        f"torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, NCCL {env['nccl']}, "
-        f"{env['date']}; `bash bench/gpu_check.sh` (docs/gpu_check.md).",
-    ]
-    step = results["throughput"]
-    if step is not None:
-        columns = ("shape", "ce_images_per_s", "allnc_images_per_s", "allnc_over_ce_step_time", "ce_peak_mib",
-                   "allnc_peak_mib")
-        lines += [
-            "",
-            f"**Training step** (autocast: {step['autocast']}; SGD; `train_step` as in bench/step_time.py; median of "
-            f"{step['rounds']} rounds of {step['timed_steps']} steps after {step['warmup_steps']} warm-up, CE and "
-            "AllNC alternating). images/s = batch / step time; the AllNC step (GBBN) also forwards a re-balanced "
-            "batch of the same size. Peak = `torch.cuda.max_memory_allocated`.",
-            "",
-            tabulate(rounded([{c: row[c] for c in columns} for row in step["rows"]], 2), headers="keys",
-                     tablefmt="github"),
-        ]
-    sync = results["sync"]
-    if sync is not None:
-        lines += [
-            "",
-            f"**Class-mean sync** ({sync['backend']}, world size 1, fp32, median of {sync['iters']}): {sync['note']}.",
-            "",
-            tabulate(rounded(sync["rows"]), headers="keys", tablefmt="github"),
-        ]
-    accuracy = results["accuracy"]
-    if accuracy is not None:
-        lines += [
-            "",
-            f"**Short AllNC run**: synthetic-LT, {len(accuracy['class_counts'])} classes, counts "
-            f"{accuracy['class_counts']}, `{' '.join(accuracy['overrides'])}`: top-1 {accuracy['top1_%']:.1f} % "
-            f"(Many {accuracy['many_%']:.1f}, Medium {accuracy['medium_%']:.1f}, Few {accuracy['few_%']:.1f}) in "
-            f"{accuracy['train_s']:.0f} s; threshold {accuracy['threshold_top1_%']:.0f} %.",
-        ]
-    distributed = results["distributed"]
-    if distributed is not None:
-        lines += ["", f"**Distributed path**: skipped ({distributed['skipped']})." if "skipped" in distributed else
-                  f"**Distributed path** (`{distributed['command']}`: 1 Ray Train worker, DeepSpeed ZeRO-"
-                  f"{distributed['zero_stage']}, {distributed['backend']}, bf16 autocast "
-                  f"{'on' if distributed['bf16_autocast'] else 'off'}): top-1 {distributed['top1_%']:.1f} % "
-                  f"(Few {distributed['few_%']:.1f}) after {distributed['epochs']} epoch(s), "
-                  f"{distributed['last_epoch_images_per_s']:.0f} images/s in the last epoch, "
-                  f"{distributed['job_s']:.0f} s for the whole job (Ray start-up and shard writing included)."]
-    return "\n".join(lines) + "\n"
-
-
-def read_part(out: Path, part: str) -> dict | None:
-    path = out / "parts" / f"{part}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def report(out: Path, exit_statuses: dict[str, int]) -> int:
-    results = {
-        "environment": environment(),
-        "dependencies": read_part(out, "deps"),
-        **{part: read_part(out, part) for part in PARTS},
-        "part_exit_status": exit_statuses,
-    }
-    loaded = sorted({name for part in PARTS if results[part] for name in results[part]["optional_modules_loaded"]})
-    results["optional_modules_loaded"] = loaded
-    passed, line = verdict(results)
-    results["verdict"] = line
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (out / "gpu_check.md").write_text(text)
-    print(text)
-    if loaded:
-        print(f"note: the check's imports loaded {', '.join(loaded)}, which it must run without")
-    print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
-    print(line, flush=True)
-    return 0 if passed else 1
-
-
-def exit_status(text: str) -> tuple[str, int]:
-    part, _, status = text.partition("=")
-    if part not in PARTS or not status.lstrip("-").isdigit():
-        raise argparse.ArgumentTypeError(f"expected PART=STATUS with PART in {PARTS}, got {text!r}")
-    return part, int(status)
-
-
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    part = commands.add_parser("part", help="run one part, write <out>/parts/<part>.json")
-    part.add_argument("part", choices=PARTS)
-    part.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run of seconds")
-    part.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    summary = commands.add_parser("report", help="merge the parts into gpu_check.json, print PASS/FAIL")
-    summary.add_argument("--exit", type=exit_status, action="append", default=[],
-                         help="PART=STATUS: how each part's process ended (recorded in the JSON)")
-    for command in (part, summary):
-        command.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("part", choices=PARTS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run of seconds")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.command == "part":
-        run_part(args.part, args.quick, args.device, args.out)
-        return 0
-    return report(args.out, dict(args.exit))
+    run_part(args.part, args.quick, args.device, args.out)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

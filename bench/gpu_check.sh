@@ -43,6 +43,7 @@ DEPS_S=$((DEPS_S * LIMIT_FACTOR))
 REPORT_S=$((REPORT_S * LIMIT_FACTOR))
 for part in "${!PART_S[@]}"; do PART_S[$part]=$((PART_S[$part] * LIMIT_FACTOR)); done
 
+# The check's modules run as `python -m bench.<name>`, from any working directory.
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 # Keep tool state out of $HOME on a machine that is not ours.
@@ -55,7 +56,7 @@ if command -v nvidia-smi >/dev/null; then nvidia-smi -L || echo "nvidia-smi -L f
 echo "python: $(command -v "$PY") ($("$PY" --version 2>&1))"
 
 echo "== dependencies (each import in its own process, ${DEPS_S} s limit)"
-timeout -k "$KILL_GRACE_S" "$DEPS_S" "$PY" "$REPO/bench/gpu_check_deps.py" --json "$OUT/parts/deps.json" \
+timeout -k "$KILL_GRACE_S" "$DEPS_S" "$PY" -m bench.gpu_check_deps --json "$OUT/parts/deps.json" \
   --timeout-s "$((DEPS_S - KILL_GRACE_S))" || {
   status=$?
   echo "dependency check failed (exit $status): install what it names above, then rerun" >&2
@@ -67,7 +68,7 @@ EXITS=()
 for part in throughput sync accuracy distributed; do
   echo "== $part (${PART_S[$part]} s limit)"
   status=0
-  timeout -k "$KILL_GRACE_S" "${PART_S[$part]}" "$PY" "$REPO/bench/gpu_check.py" part "$part" \
+  timeout -k "$KILL_GRACE_S" "${PART_S[$part]}" "$PY" -m bench.gpu_check "$part" \
     ${PART_ARGS[@]+"${PART_ARGS[@]}"} --out "$OUT" || status=$?
   if ((status == 124 || status == 137)); then
     echo "$part: stopped at its ${PART_S[$part]} s limit" >&2
@@ -78,4 +79,4 @@ for part in throughput sync accuracy distributed; do
 done
 
 echo "== report"
-timeout -k "$KILL_GRACE_S" "$REPORT_S" "$PY" "$REPO/bench/gpu_check.py" report --out "$OUT" "${EXITS[@]}"
+timeout -k "$KILL_GRACE_S" "$REPORT_S" "$PY" -m bench.gpu_check_report --out "$OUT" "${EXITS[@]}"

@@ -1,6 +1,6 @@
 """Which of the project's dependencies import here, and what to install when the GPU check cannot run.
 
-    python bench/gpu_check_deps.py [--json PATH] [--timeout-s S] [--required NAME ...] [--optional NAME ...]
+    python -m bench.gpu_check_deps [--json PATH] [--timeout-s S] [--required NAME ...] [--optional NAME ...]
 
 Standard library only: it runs before anything else of the GPU check (bench/gpu_check.sh), on a
 machine where even torch may be missing. Each module is imported for real, in its own subprocess,
@@ -28,7 +28,7 @@ REQUIRED = {
     "PIL": "allnc_dist.shards (imported by allnc_dist.engine.streams)",
     "pydantic": "allnc_dist.config",
     "yaml": "allnc_dist.config",
-    "tqdm": "allnc_dist.engine.local",
+    "tqdm": "allnc_dist.engine.progress",
     "tabulate": "the check's markdown tables",
     "matplotlib": "allnc_dist.metrics.plots, imported at module level via allnc_dist.engine",
     "sklearn": "allnc_dist.data.digits, imported at module level via allnc_dist.data",

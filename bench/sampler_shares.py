@@ -1,8 +1,8 @@
 """Sampler shares: the expected Many / Medium / Few share of GBBN's re-balancing batch under the tempered
 sampler p_k ∝ n_k^q, from instance sampling (q = 1) to BBN's reversed sampler (q = -1).
 
-    python bench/sampler_shares.py            # CIFAR-100-LT (IR 100) and the ImageNet-LT stand-in
-    python bench/sampler_shares.py --smoke --out /tmp/sampler_shares.json   # CIFAR-100-LT only
+    python -m bench.sampler_shares            # CIFAR-100-LT (IR 100) and the ImageNet-LT stand-in
+    python -m bench.sampler_shares --smoke --out /tmp/sampler_shares.json   # CIFAR-100-LT only
 
 A split's share is Σ_{k in split} p_k: the fraction of a re-balanced batch it fills, in expectation.
 The splits come from the training counts, as in evaluation (`class_splits`: Many > 100 images,

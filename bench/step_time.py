@@ -1,11 +1,11 @@
 """Step time of AllNC against CE, and what each part of AllNC adds, with the same model and batch.
 
-    python bench/step_time.py                                  # every shape, ~11 min on 2 busy cores
-    python bench/step_time.py --smoke --out /tmp/step_time.json
+    python -m bench.step_time                                  # every shape, ~11 min on 2 busy cores
+    python -m bench.step_time --smoke --out /tmp/step_time.json
 
 Shapes: the small CNN on digits (8x8x1, batch 32, K=10) and ResNet-32 on CIFAR (32x32x3, batch 128,
-K=100). One training step is `engine.step.train_step` (forward, losses, backward, SGD update). Timed per
-shape, all built first and then run in interleaved rounds:
+K=100). One training step is `engine.step.train_step` (forward, losses, backward, SGD update), built by
+bench/step_setup.py. Timed per shape, all built first and then run in interleaved rounds:
   - CE, and CE with one part of AllNC switched on (HyCon, P2P, GBBN re-balanced by sampler, GBBN
     re-balanced by loss), by config overrides (CONFIGS);
   - AllNC, and AllNC with one part switched off, or with GBBN re-balanced by loss (the cheap path);
@@ -26,7 +26,7 @@ image is the ratio per step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
 torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default
-bench/results/step_time.json); bench/performance_report.py turns it into docs/PERFORMANCE.md.
+bench/results/step_time.json); `python -m bench.publish` turns it into docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -45,18 +45,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from allnc_dist.config import load_config
-from allnc_dist.engine.local import TorchOptimization, build_optimizer, pick_device
-from allnc_dist.engine.step import Batch, train_step
-from allnc_dist.engine.streams import uses_rebalancing_sampler
-from allnc_dist.method.class_means import ClassMeanTracker
-from allnc_dist.method.gbbn import GBBNNetwork, NetworkOutput
-from allnc_dist.method.objective import AllNCObjective
-from allnc_dist.models import build_backbone
+from allnc_dist.engine.local_runtime import pick_device
+from bench.step_setup import StepSetup, synchronize
 
 HERE = Path(__file__).parent
 
-# name -> (model overrides, image shape, batch, K); class_mean_sync.py and gpu_check.py use it too.
+# name -> (model overrides, image shape, batch, K); class_mean_sync.py uses it too.
 SHAPES = {
     "small_cnn digits 8x8 b32": (["model.arch=small_cnn"], (1, 8, 8), 32, 10),
     "resnet32 cifar 32x32 b128": (["model.arch=resnet32"], (3, 32, 32), 128, 100),
@@ -105,7 +99,6 @@ PARTS = {
     "GBBN by sampler (reversed)": ("ce+gbbn_sampler", ("allnc", "allnc-gbbn")),
     "GBBN by loss (logit_adjust)": ("ce+gbbn_loss", ("allnc_gbbn_loss", "allnc-gbbn")),
 }
-ALPHA, EPOCH = 0.5, 0.0  # GBBN's two branches weigh equally (the cost does not depend on alpha)
 
 
 @dataclass(frozen=True)
@@ -130,98 +123,10 @@ FULL = Scale(rounds=9, warmup=2, round_s=0.3, max_batch=None, max_image=None, pr
 SMOKE = Scale(rounds=1, warmup=1, round_s=0.0, max_batch=4, max_image=16, profile_steps=1)
 
 
-# --------------------------------------------------------------------------------------- workloads
-class StepSetup:
-    """Model, objective, optimiser and one fixed batch of a configuration; `step()` is one train_step."""
-
-    def __init__(self, overrides: list[str], image_shape, batch_size: int, num_classes: int,
-                 device: torch.device) -> None:
-        self.cfg = cfg = load_config(None, overrides)
-        self.num_classes, self.device = num_classes, device
-        torch.manual_seed(0)
-        self.model = GBBNNetwork(build_backbone(cfg.model, image_shape[0]), num_classes, cfg.method).to(device)
-        self.class_counts = [max(1, int(500 * 0.01 ** (k / (num_classes - 1)))) for k in range(num_classes)]
-        self.objective = self.new_objective()
-        optimizer = build_optimizer(cfg, self.model)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        self.optimization = TorchOptimization(self.model, optimizer, scheduler, None)
-        # The same images in every configuration; the second batch only where GBBN samples one.
-        gen = torch.Generator().manual_seed(1)
-        make = lambda: (torch.randn(batch_size, *image_shape, generator=gen),  # noqa: E731
-                        torch.randint(0, num_classes, (batch_size,), generator=gen))
-        (x, y), (xr, yr) = make(), make()
-        second = uses_rebalancing_sampler(cfg)
-        self.batch = Batch(x, y, xr if second else None, yr if second else None).to(device)
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
-
-    @property
-    def images_per_step(self) -> int:
-        """Training images one step trains on: the batch, plus GBBN's re-balanced batch where it samples one."""
-        second = self.batch.images_rebalanced
-        return len(self.batch) + (0 if second is None else len(second))
-
-    def new_objective(self) -> AllNCObjective:
-        return AllNCObjective(self.cfg.method, self.class_counts, self.model.feature_dim, self.model.num_branches,
-                              10, device=self.device)
-
-    def step(self) -> None:
-        train_step(self.model, self.objective, self.batch, ALPHA, EPOCH, self.optimization, self.autocast)
-
-    def objective_alone(self) -> Callable[[], None]:
-        """The objective's share of a step: losses, `values()` (as train_step calls it) and their
-        backward, on the network's output detached into leaves, with an objective of its own."""
-        with torch.no_grad():  # keeps no graph of the network alive beside the timed steps
-            out = self.model(self.batch.images, self.batch.images_rebalanced, ALPHA)
-        leaf = lambda t: t.detach().requires_grad_()  # noqa: E731
-        logits, features = leaf(out.logits), [leaf(f) for f in out.features]
-        weights = [leaf(w) for w in out.classifier_weights]
-        objective = self.new_objective()
-
-        def run() -> None:
-            detached = NetworkOutput(logits, features, weights, out.projections)
-            losses = objective(detached, self.batch.labels, self.batch.labels_rebalanced, ALPHA, EPOCH)
-            losses.values()
-            losses.total.backward()
-
-        return run
-
-    def trackers_alone(self) -> Callable[[], None]:
-        """One fresh tracker per branch: update on a batch of features, then the backward through it."""
-        batch, dim = len(self.batch), self.model.feature_dim
-        m = self.cfg.method.class_means
-        trackers = [ClassMeanTracker(self.num_classes, dim, m.beta, m.sync, device=self.device)
-                    for _ in range(self.model.num_branches)]
-        features = torch.randn(batch, dim, device=self.device, requires_grad=True)
-
-        def run() -> None:
-            means = [t.update(features, self.batch.labels).means for t in trackers]
-            torch.stack(means).sum().backward()
-
-        return run
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
+# --------------------------------------------------------------------------------------- timing
 def clock(device: torch.device) -> Callable[[], float]:
     """CPU time of this process on the CPU (see the module docstring), wall time on a GPU."""
     return time.perf_counter if device.type == "cuda" else time.process_time
-
-
-def time_steps(overrides, image_shape, batch_size, num_classes, steps, device) -> float:
-    """Wall seconds per train_step of one configuration after 3 warm-up steps (class_mean_sync.py and
-    gpu_check.py time collectives and GPUs with it, where CPU time would miss the waiting)."""
-    setup = StepSetup(overrides, image_shape, batch_size, num_classes, device)
-    for _ in range(3):
-        setup.step()
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        setup.step()
-    synchronize(device)
-    return (time.perf_counter() - started) / steps
 
 
 def step_flops(setup: StepSetup) -> int:

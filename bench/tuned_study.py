@@ -1,8 +1,8 @@
 """Issue 13's study: every method with the configuration its sweep chose, 5 seeds, on every proxy.
 
-    python bench/tuned_study.py                            # collect the sweeps, train, write the JSON
-    python bench/tuned_study.py --proxies digits_lt        # one proxy
-    python bench/tuned_study.py --smoke --sweeps DIR --out /tmp/tuned   # tiny version, for the tests
+    python -m bench.tuned_study                            # collect the sweeps, train, write the JSON
+    python -m bench.tuned_study --proxies digits_lt        # one proxy
+    python -m bench.tuned_study --smoke --sweeps DIR --out /tmp/tuned   # tiny version, for the tests
 
 The sweeps come first, each on digits-LT's validation split (never its test split), with the same
 budget and the same learning-rate / weight-decay search for every method:
@@ -17,32 +17,25 @@ the trial then retries in a loop; the variable gives it 15 minutes.)
 
 This script copies each sweep's summary.md and best.json to bench/results/sweeps/, then trains each
 method's chosen configuration on each proxy of PROXIES with train.seed 0..4 and writes
-bench/results/tuned_<proxy>.json. CE has no sweep: it runs with the proxy's own recipe, as the
-reference. The chosen learning rate and weight decay apply on digits-LT, where they were chosen; the
-other proxies keep their own recipe and take the method's chosen knobs only (a method's defaults are
-what the study is about; a dataset's optimiser settings are not).
+bench/results/tuned_<proxy>.json (`python -m bench.publish` shows them in docs/RESULTS.md). CE has no
+sweep: it runs with the proxy's own recipe, as the reference. The chosen learning rate and weight
+decay apply on digits-LT, where they were chosen; the other proxies keep their own recipe and take the
+method's chosen knobs only (a method's defaults are what the study is about; a dataset's optimiser
+settings are not).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from allnc_dist.sweep.spec import load_sweep
+from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from allnc_dist.ablation import ablation_table  # noqa: E402
-from allnc_dist.compare import display_name  # noqa: E402
-from allnc_dist.sweep.results import format_value  # noqa: E402
-from allnc_dist.sweep.spec import load_sweep  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
-from ablation_jobs import AblationJob, run_ablations  # noqa: E402
 
 SWEPT = ("la", "ldam_drw", "bbn", "allnc")
 # Runs that isolate where AllNC's chosen configuration gains or loses against the baselines: without
@@ -53,12 +46,8 @@ ISOLATION = {
     "allnc_one_branch": ("method.gbbn.enabled=false",),
 }
 METHODS = ("ce", *SWEPT, *ISOLATION)
-NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) without HyCon and P2P",
-         "allnc_one_branch": "AllNC (chosen) without GBBN"}
-BASELINES = ("ce", "la", "ldam_drw", "bbn")
 SWEEP_SPECS = ROOT / "jobs" / "configs" / "sweeps" / "study"
 OVERRIDES_FILE = "overrides.json"
-SMOKE_OVERRIDES = ("train.epochs=1", "train.eval_every=1", "train.checkpoint_every=1", "data.batch_size=64")
 
 
 @dataclass(frozen=True)
@@ -88,6 +77,16 @@ PROXIES = {
 }
 
 
+def tuned_file(results_dir: Path, proxy_name: str) -> Path:
+    """The study's JSON of one proxy."""
+    return results_dir / f"tuned_{proxy_name}.json"
+
+
+def best_file(results_dir: Path, method: str) -> Path:
+    """A swept method's best trial, as collect_sweeps keeps it."""
+    return results_dir / "sweeps" / f"digits_{method}_best.json"
+
+
 def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
     """Copy each finished study sweep's summary.md and best.json next to the doc."""
     target = results_dir / "sweeps"
@@ -95,7 +94,7 @@ def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
     for method in SWEPT:
         folder = sweeps / f"digits_{method}"
         if (folder / "best.json").exists():
-            shutil.copyfile(folder / "best.json", target / f"digits_{method}_best.json")
+            shutil.copyfile(folder / "best.json", best_file(results_dir, method))
             shutil.copyfile(folder / "summary.md", target / f"digits_{method}_summary.md")
 
 
@@ -108,7 +107,7 @@ def chosen_overrides(method: str, proxy: Proxy, results_dir: Path) -> tuple[str,
         return (f"method.preset={method}",)
     spec = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml")
     fixed = [o for o in spec.overrides if o.startswith("method.")]
-    best_path = results_dir / "sweeps" / f"digits_{method}_best.json"
+    best_path = best_file(results_dir, method)
     best = json.loads(best_path.read_text()) if best_path.exists() else None
     knobs = best["overrides"] if best else []
     return (*fixed, *(o for o in knobs if proxy.tuned_optimiser or not o.startswith("optim.")))
@@ -148,58 +147,7 @@ def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path) -> None:
                                "aggregates": data["aggregates"][variant(method)]}
     record = {"proxy": proxy_name, "title": PROXIES[proxy_name].title, "config": PROXIES[proxy_name].config,
               "methods": methods}
-    (results_dir / f"tuned_{proxy_name}.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-def sweep_table(results_dir: Path) -> str:
-    """One row per swept method: the trials, the best validation accuracy and the knobs it chose."""
-    lines = ["| method | trials | best val acc (%) | chosen |", "|---|---|---|---|"]
-    for method in SWEPT:
-        best_path = results_dir / "sweeps" / f"digits_{method}_best.json"
-        if best_path.exists():
-            best = json.loads(best_path.read_text())
-            trials = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml").num_samples
-            knobs = ", ".join(f"`{path}={format_value(value)}`" for path, value in best["knobs"].items())
-            lines.append(f"| {display_name(method)} | {trials} | {best['value']:.1f} | {knobs} |")
-    return "\n".join(lines)
-
-
-def acceptance(methods: dict) -> list[str]:
-    """AllNC against the best baseline, overall and on Few, as the issue's acceptance states it."""
-    lines = []
-    for key, label in (("acc_top1", "overall"), ("acc_few", "Few")):
-        present = [m for m in BASELINES if m in methods]
-        best = max(present, key=lambda m: methods[m]["aggregates"][key]["mean"])
-        allnc = methods["allnc"]["aggregates"][key]["mean"]
-        gap = allnc - methods[best]["aggregates"][key]["mean"]
-        lines.append(f"- {label}: AllNC {allnc:.1f} %, best baseline {display_name(best)} "
-                     f"{methods[best]['aggregates'][key]['mean']:.1f} % (AllNC {gap:+.1f} points: "
-                     f"{'met' if gap >= 0 else 'not met'}).")
-    return lines
-
-
-def tuned_sections(results_dir: Path) -> list[str]:
-    """The sweeps' choices, then each proxy's table of the chosen configurations (when it has run)."""
-    sections = ["## The study: each method as its sweep chose it",
-                "Each method's sweep ran on digits-LT's validation split (`python bench/tuned_study.py` documents "
-                "the commands; the summaries are in `bench/results/sweeps/`). Then every method trained with "
-                "its chosen configuration on each proxy, train.seed 0..4.",
-                sweep_table(results_dir)]
-    for name, proxy in PROXIES.items():
-        path = results_dir / f"tuned_{name}.json"
-        if not path.exists():
-            sections.append(f"### {proxy.title}\n\nNot run yet: `python bench/tuned_study.py --proxies {name}`.")
-            continue
-        methods = json.loads(path.read_text())["methods"]
-        seeds = sorted({m["seeds"] for m in methods.values()})
-        sections += [f"### {proxy.title}",
-                     f"{'/'.join(map(str, seeds))} seed(s), mean ± sample std. Source: "
-                     f"`{os.path.relpath(path, ROOT)}` (each method's overrides are recorded there).",
-                     ablation_table({NAMES.get(m, display_name(m)): methods[m]["aggregates"]
-                                     for m in METHODS if m in methods})]
-        if "allnc" in methods:
-            sections.append("\n".join(acceptance(methods)))
-    return sections
+    tuned_file(results_dir, proxy_name).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:
@@ -223,7 +171,7 @@ def main() -> None:
     for name in proxies:
         run_tuned(tuned_jobs(name, methods, work_root, results_dir, args.smoke), 1 if args.smoke else args.seeds)
         collect_proxy(name, work_root, results_dir)
-        print(f"wrote {results_dir / f'tuned_{name}.json'}")
+        print(f"wrote {tuned_file(results_dir, name)}")
 
 
 if __name__ == "__main__":

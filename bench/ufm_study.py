@@ -1,9 +1,9 @@
 """Minority collapse in the unconstrained-features model (UFM), mean ± sample std over seeds.
 
-    python bench/ufm_study.py [--seeds 5] [--out bench/results/ufm_study.json]
-    python bench/ufm_study.py --imbalance-grid [--seeds 5] [--out bench/results/ufm_imbalance.json]
-    python bench/ufm_study.py --imbalance-grid --smoke --out /tmp/ufm.json   # seconds, for the tests
-    python bench/ufm_study.py --class-grid [--seeds 5] [--out bench/results/ufm_classes.json]
+    python -m bench.ufm_study [--seeds 5] [--out bench/results/ufm_study.json]
+    python -m bench.ufm_study --imbalance-grid [--seeds 5] [--out bench/results/ufm_imbalance.json]
+    python -m bench.ufm_study --imbalance-grid --smoke --out /tmp/ufm.json   # seconds, for the tests
+    python -m bench.ufm_study --class-grid [--seeds 5] [--out bench/results/ufm_classes.json]
 
 The first form is the design study behind P2P's default (docs/method.md): 10 classes, 5 with 100
 samples and 5 with 1, full batch; CE, LA and AllNC variants. The second is the study across

@@ -1,8 +1,8 @@
 """1 -> 2 worker scaling of the distributed engine: steps/s and images/s of Ray Train CPU workers
 (DeepSpeed ZeRO-1, gloo) training AllNC on digits-LT shards, with the same per-worker batch.
 
-    python bench/worker_scaling.py [--epochs 6] [--out bench/results/worker_scaling.json]
-    python bench/worker_scaling.py --smoke --out /tmp/scaling.json
+    python -m bench.worker_scaling [--epochs 6] [--out bench/results/worker_scaling.json]
+    python -m bench.worker_scaling --smoke --out /tmp/scaling.json
 
 The rates come from the runs' own per-epoch records (metrics.jsonl), with the first epoch left out
 (it pays for start-up). On a 2-core machine, 2 workers share the cores with Ray itself, so the
@@ -25,7 +25,7 @@ import psutil
 from tabulate import tabulate
 
 from allnc_dist.config import DataConfig, load_config
-from allnc_dist.engine.ray_train import ensure_ray, fit_on_ray
+from allnc_dist.engine.ray_driver import ensure_ray, fit_on_ray
 from allnc_dist.shards import builtin_sources, write_shards
 from allnc_dist.tracking import RunDirectory
 
@@ -88,7 +88,7 @@ def measure(shards: Path, run_dir: Path, workers: int, epochs: int, earlier_work
             overrides: list[str]) -> dict:
     """One run's throughput and per-worker peak memory; adds its worker PIDs to `earlier_workers`."""
     cfg = load_config(CONFIG, ["data.source=shards", f"data.shards={shards}", f"distributed.num_workers={workers}",
-                               f"train.epochs={epochs}", f"train.eval_every={epochs}", "train.progress=false",
+                               f"train.epochs={epochs}", f"train.eval_every={epochs}",
                                *overrides])
     with PeakMemory(earlier_workers) as memory:
         result = fit_on_ray(cfg, run_dir)

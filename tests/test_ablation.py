@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from allnc_dist.ablation import VARIANTS, ablation_configs, ablation_table, aggregate, main
-from allnc_dist.compare import TABLE_COLUMNS, display_name
+from allnc_dist.results_table import TABLE_COLUMNS, display_name
 from allnc_dist.config import load_raw
 
 CONFIG = Path(__file__).parent.parent / "jobs" / "configs" / "digits_lt.yaml"
@@ -30,7 +30,7 @@ def run_job(argv: list[str]) -> tuple[int, str, str]:
 
 def job_args(out: Path, tracking_uri: str, *extra: str) -> list[str]:
     return ["--local", "--seeds", str(len(SEEDS)), "--variants", ",".join(ABLATED), "--out", str(out),
-            "train.epochs=1", "data.batch_size=64", "train.progress=false", "tracking.system_metrics=false",
+            "train.epochs=1", "data.batch_size=64", "tracking.system_metrics=false",
             f"tracking.mlflow_uri={tracking_uri}", f"tracking.experiment={EXPERIMENT}", *extra]
 
 

@@ -1,19 +1,15 @@
-"""bench/class_mean_sync.py in its smoke mode, so that it cannot rot. No timing is asserted (this
-machine is shared and noisy): only that both sync modes were measured and the estimate states its inputs."""
+"""bench/class_mean_sync.py in its smoke mode, so that it cannot rot, and its page as the publisher
+writes it. No timing is asserted (this machine is shared and noisy): only that both sync modes were
+measured and the estimate states its inputs."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+from tests.bench_run import publish, run_bench
 
 
 def test_class_mean_sync_bench_runs_and_states_its_estimate(tmp_path):
-    out, table = tmp_path / "class_mean_sync.json", tmp_path / "class_mean_sync.md"
-    command = [sys.executable, "bench/class_mean_sync.py", "--smoke", "--out", str(out), "--table", str(table)]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "class_mean_sync.json"
+    run_bench("class_mean_sync", "--smoke", "--out", out)
     results = json.loads(out.read_text())
 
     measured = results["measured"]
@@ -42,6 +38,7 @@ def test_class_mean_sync_bench_runs_and_states_its_estimate(tmp_path):
     for row in estimate["rows"]:
         assert row["meets_5%"] == (row["share_%"] <= 5.0)
 
-    page = table.read_text()
+    publish(tmp_path, tmp_path, "class_mean_sync.md")
+    page = (tmp_path / "class_mean_sync.md").read_text()
     assert "assumption, not a measurement" in page and "2 * (W-1)/W * K*(D+1)*4" in page
     assert "| all_reduce" in page and "| all_gather" in page

@@ -1,16 +1,15 @@
-"""bench/step_time.py in its smoke mode, and bench/performance_report.py on its output and on copies of
-the committed result JSONs. Figures are not asserted (this machine is shared and noisy): only that every
+"""bench/step_time.py in its smoke mode, and the publisher's docs/PERFORMANCE.md on its output and on
+copies of the committed result JSONs. Figures are not asserted (this machine is shared and noisy): only that every
 part is measured and every section and target line is written."""
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_run import ROOT, publish, run_bench
+
 RESULTS = ROOT / "bench" / "results"
 SHAPES = ("small_cnn digits 8x8 b32", "resnet32 cifar 32x32 b128")
 CONFIGS = ("ce", "ce+hycon", "ce+p2p", "ce+gbbn_sampler", "ce+gbbn_loss", "allnc", "allnc-hycon", "allnc-p2p",
@@ -27,25 +26,19 @@ TARGET_LINES = ("- AllNC step time ≤ 1.15 × CE at CIFAR shape: ",
                 "- Loader: streaming throughput ≥ map-style baseline: ")
 
 
-def run(script: str, *args) -> None:
-    proc = subprocess.run([sys.executable, f"bench/{script}", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     """A results folder: a smoke step_time.json, plus copies of the committed JSONs of the other benches."""
     folder = tmp_path_factory.mktemp("results")
-    run("step_time.py", "--smoke", "--out", folder / "step_time.json")
+    run_bench("step_time", "--smoke", "--out", folder / "step_time.json", timeout=300)
     for name in ("class_mean_sync.json", "loader.json", "worker_scaling.json"):
         shutil.copyfile(RESULTS / name, folder / name)
     return folder
 
 
-def report(results: Path, out: Path) -> str:
-    run("performance_report.py", "--results", results, "--out", out)
-    return out.read_text()
+def report(results: Path, docs: Path) -> str:
+    publish(results, docs, "PERFORMANCE.md")
+    return (docs / "PERFORMANCE.md").read_text()
 
 
 def test_step_time_smoke_measures_every_part_for_both_shapes(results):
@@ -74,12 +67,12 @@ def test_step_time_smoke_measures_every_gbbn_path_per_step_and_per_image(results
 
 
 def test_report_writes_every_section_and_target(results, tmp_path):
-    doc = report(results, tmp_path / "PERFORMANCE.md")
+    doc = report(results, tmp_path)
     for heading in SECTIONS:
         assert heading in doc, heading
     for line in TARGET_LINES:
         assert line in doc, line
-    assert "python bench/step_time.py && python bench/performance_report.py" in doc
+    assert "python -m bench.step_time && python -m bench.publish" in doc
     assert "(smoke run: not a measurement)" in doc
     assert "not run yet: no GPU was available" in doc
 
@@ -88,11 +81,11 @@ def test_report_fills_the_gpu_section_and_tolerates_absent_inputs(results, tmp_p
     partial = tmp_path / "results"
     partial.mkdir()
     shutil.copyfile(results / "step_time.json", partial / "step_time.json")
-    # What bench/gpu_check.py's report writes: the JSON with its verdict and the markdown of every part.
+    # What bench/gpu_check_report.py writes: the JSON with its verdict and the markdown of every part.
     (partial / "gpu_check.json").write_text(json.dumps({"verdict": "PASS: AllNC on synthetic-LT reached 61.0 %"}))
     (partial / "gpu_check.md").write_text("### GPU check: NVIDIA H200\n\n| shape | allnc_over_ce_step_time |\n"
                                            "|---|---|\n| resnet32 cifar | 1.8 |\n")
-    doc = report(partial, tmp_path / "PERFORMANCE.md")
+    doc = report(partial, tmp_path)
     assert "### GPU check: NVIDIA H200" in doc and "| resnet32 cifar | 1.8 |" in doc
     assert "Check: PASS: AllNC on synthetic-LT reached 61.0 %" in doc
     assert "not run yet" not in doc

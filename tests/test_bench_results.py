@@ -1,26 +1,23 @@
-"""bench/results_report.py in its smoke mode: the ablations and two of the choice runs train for real
-(local engine, 1 epoch), and the doc it writes carries their numbers, the comparisons computed from
-them and the heatmaps."""
+"""bench/ablations.py in its smoke mode: the ablations and two of the choice runs train for real
+(local engine, 1 epoch); then the publisher's docs/RESULTS.md from them carries their numbers, the
+comparisons computed from them and the heatmaps."""
 
 import json
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_run import ROOT, publish, run_bench
 
 
 @pytest.mark.timeout(600)
-def test_results_report_smoke_writes_the_doc_from_real_runs(tmp_path):
+def test_ablations_smoke_and_the_results_page_from_real_runs(tmp_path):
     ufm = ROOT / "bench" / "results" / "ufm_imbalance.json"
     if ufm.exists():
         shutil.copyfile(ufm, tmp_path / "ufm_imbalance.json")
-    subprocess.run([sys.executable, str(ROOT / "bench" / "results_report.py"), "--smoke", "--out", str(tmp_path)],
-                   check=True, cwd=ROOT, timeout=540)
+    run_bench("ablations", "--smoke", "--out", tmp_path, timeout=480)
+    publish(tmp_path, tmp_path, "RESULTS.md")
     doc = (tmp_path / "RESULTS.md").read_text()
     for config in ("digits_lt", "synthetic100_small"):
         aggregates = json.loads((tmp_path / f"ablation_{config}.json").read_text())["aggregates"]

@@ -2,15 +2,12 @@
 exact arithmetic, so they are checked against the same shares worked out here from the counts."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from allnc_dist.data import exponential_profile
+from tests.bench_run import run_bench
 
-ROOT = Path(__file__).parents[1]
 CIFAR100_LT_IR100 = exponential_profile(500, 100, 100)
 SPLITS = {"many": lambda n: n > 100, "medium": lambda n: 20 <= n <= 100, "few": lambda n: n < 20}
 
@@ -23,9 +20,7 @@ def share_of(counts: list[int], in_split, q: float) -> float:
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("shares") / "sampler_shares.json"
-    proc = subprocess.run([sys.executable, "bench/sampler_shares.py", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_bench("sampler_shares", "--smoke", "--out", out, timeout=300)
     assert "| profile" in proc.stdout and "reversed (BBN)" in proc.stdout
     return json.loads(out.read_text())
 

@@ -2,13 +2,11 @@
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+from tests.bench_run import run_bench
+
 SMOKE_RATIOS = ("1", "100")
 VARIANTS = ("CE", "AllNC", "P2P only", "HyCon only")
 KEYS = ("few_cos_classifier", "few_cos_means", "nc3", "few_self_duality")
@@ -17,9 +15,7 @@ KEYS = ("few_cos_classifier", "few_cos_means", "nc3", "few_self_duality")
 @pytest.fixture(scope="module")
 def smoke_grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("ufm") / "ufm_imbalance.json"
-    proc = subprocess.run([sys.executable, "bench/ufm_study.py", "--imbalance-grid", "--smoke", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_bench("ufm_study", "--imbalance-grid", "--smoke", "--out", out)
     return json.loads(out.read_text())
 
 

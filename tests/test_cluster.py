@@ -24,8 +24,9 @@ ROOT = Path(__file__).parents[1]
 UP = ROOT / "cluster" / "up.sh"
 DOWN = ROOT / "cluster" / "down.sh"
 
-# Arguments of the small job submitted to the cluster; "{out}" becomes a folder under tmp.
-JOB_ARGS = ("--out", "{out}", "--methods", "allnc", "train.epochs=2", "model.width=8", "train.progress=false")
+# The demo job as the README submits it (AllNC and CE, 60 epochs each); "{out}" becomes a folder under tmp.
+JOB_ARGS = ("--out", "{out}")
+MAX_JOB_LOG_LINES = 60  # up to and including the results table
 # A job whose config override does not parse; it must fail and say why.
 BAD_JOB_ARGS = ("--out", "{out}", "train.epochs=zero")
 
@@ -219,11 +220,17 @@ def test_up_twice_is_a_no_op(cluster):
     assert sum(b"gcs_server" in cmd for cmd in ray_cmds) == 1
 
 
-def test_job_submit_runs_the_demo(cluster):
+def test_job_submit_runs_the_demo_and_its_log_reads_in_one_screen(cluster):
     proc, logs = _submit(cluster, JOB_ARGS, cluster.tmp / "job_out")
     assert proc.returncode == 0, "ray job submit failed: " + _describe(proc)
-    table = [line for line in logs.splitlines() if line.startswith("| method")]
-    assert table, "no results table in the job's logs:\n" + logs
+    lines = logs.splitlines()
+    table_rows = [i for i, line in enumerate(lines) if line.startswith("| ")]
+    assert table_rows and lines[table_rows[0]].startswith("| method"), "no results table in the job's logs:\n" + logs
+    assert table_rows[-1] + 1 <= MAX_JOB_LOG_LINES, f"{table_rows[-1] + 1} lines up to the table:\n" + logs
+    # A few progress lines per run from rank 0 alone, no per-report lines, warnings or errors.
+    assert sum("allnc: epoch" in line for line in lines) <= 13 and sum("ce: epoch" in line for line in lines) <= 13
+    for noise in ("TrainingReport", "FutureWarning", "Traceback", "PreemptionWatcher", "untested optimizer"):
+        assert noise not in logs, logs
 
 
 def test_job_with_bad_override_fails_with_config_error(cluster):

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 from allnc_dist.config import load_config
-from allnc_dist.method.gbbn import GBBNNetwork
+from allnc_dist.method.network import BranchedNetwork
 from allnc_dist.method.objective import AllNCObjective
 from allnc_dist.models import build_backbone
 from distributed import run_workers
@@ -28,7 +28,7 @@ def _config(negatives):
 def _setup(negatives):
     cfg = _config(negatives)
     torch.manual_seed(0)
-    model = GBBNNetwork(build_backbone(cfg.model, in_channels=1), K, cfg.method).double()
+    model = BranchedNetwork(build_backbone(cfg.model, in_channels=1), K, cfg.method).double()
     objective = AllNCObjective(cfg.method, COUNTS, model.feature_dim, model.num_branches, total_epochs=10)
     return model, objective
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from allnc_dist.config import GBBNConfig, MethodConfig, ModelConfig, load_config
-from allnc_dist.method.gbbn import GBBNNetwork, cumulative_alpha
+from allnc_dist.method.gbbn import cumulative_alpha
+from allnc_dist.method.network import BranchedNetwork
 from allnc_dist.method.objective import AllNCObjective
 from allnc_dist.models import build_backbone
 
@@ -26,7 +27,7 @@ def test_hard_switch():
 
 def _network(method: MethodConfig, k=5):
     torch.manual_seed(0)
-    return GBBNNetwork(build_backbone(ModelConfig(width=4), in_channels=1), k, method)
+    return BranchedNetwork(build_backbone(ModelConfig(width=4), in_channels=1), k, method)
 
 
 def test_alpha_mixes_the_branch_logits():
@@ -53,7 +54,7 @@ def test_single_branch_when_gbbn_is_off():
 def test_etf_classifier_is_a_seeded_buffer():
     a = _network(MethodConfig(preset="etf_dr"))
     torch.manual_seed(123)  # other random state must not change the ETF
-    b = GBBNNetwork(build_backbone(ModelConfig(width=4), in_channels=1), 5, MethodConfig(preset="etf_dr"))
+    b = BranchedNetwork(build_backbone(ModelConfig(width=4), in_channels=1), 5, MethodConfig(preset="etf_dr"))
     assert torch.equal(a.classifiers[0].weight, b.classifiers[0].weight)
     assert "classifiers.0.weight" in dict(a.named_buffers())
     assert "classifiers.0.weight" not in dict(a.named_parameters())

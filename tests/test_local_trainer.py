@@ -11,7 +11,7 @@ import torch
 from allnc_dist.cli import main
 from allnc_dist.config import load_config
 from allnc_dist.engine.checkpoint import load_checkpoint
-from allnc_dist.engine.local import LocalTrainer
+from allnc_dist.engine.trainer import train_locally
 from allnc_dist.engine.step import NonFiniteLossError
 from tests.cli import allnc
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 # These runs check the run directory and checkpoints; MLflow logging is test_mlflow_tracker.py's.
 UNTRACKED = ["tracking.enabled=false"]
-SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2", "train.progress=false",
+SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2",
          *UNTRACKED]
 
 
@@ -45,13 +45,14 @@ def test_run_directory_holds_config_metrics_checkpoint_and_report(uninterrupted)
 def test_crash_mid_checkpoint_then_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):
     run = tmp_path / "crashy"
     crashed = allnc("train", "--config", CONFIG, "--run-dir", run, *SMALL,
-                    "train.crash_in_checkpoint_write_at_epoch=4", check=False)
+                    check=False, fault="crash_in_checkpoint_write_at_epoch=4")
     assert crashed.returncode != 0
     assert list(run.glob(".checkpoint.pt.tmp-*")), "the torn temporary file should be left behind"
     survivor = load_checkpoint(run / "checkpoint.pt")  # the epoch-2 checkpoint is intact
     assert survivor["epoch"] == 2
 
-    allnc("train", "--run-dir", run, "--resume", "train.crash_in_checkpoint_write_at_epoch=null")
+    resumed = allnc("train", "--run-dir", run, "--resume")
+    assert f"resumed from {run / 'checkpoint.pt'} at epoch 2, step" in resumed.stdout
     final = load_checkpoint(run / "checkpoint.pt")
     reference = load_checkpoint(uninterrupted / "checkpoint.pt")
     assert (final["epoch"], final["step"]) == (reference["epoch"], reference["step"])
@@ -78,12 +79,12 @@ def test_resume_without_a_run_directory_is_a_clear_error(capsys):
 def test_nan_loss_stops_with_the_step_and_the_loss_parts(tmp_path):
     cfg = load_config(CONFIG, SMALL + ["optim.lr=1e30", "optim.warmup_epochs=0"])
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ \(epoch [\d.]+\): total=nan"):
-        LocalTrainer(cfg, tmp_path / "nan").fit()
+        train_locally(cfg, tmp_path / "nan")
 
 
 def run_demo_job(out, *flags):
     proc = subprocess.run([sys.executable, "jobs/digits_lt.py", "--out", str(out), *flags, "train.epochs=2",
-                           "model.width=8", "train.progress=false", *UNTRACKED], cwd=ROOT, capture_output=True,
+                           "model.width=8", *UNTRACKED], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [line for line in proc.stdout.splitlines() if line.startswith("|")]

@@ -15,7 +15,7 @@ from allnc_dist.config import MethodConfig
 from allnc_dist.data.profiles import exponential_profile
 from allnc_dist.method.classifiers import LinearClassifier
 from allnc_dist.method.etf import simplex_etf
-from allnc_dist.method.gbbn import NetworkOutput
+from allnc_dist.method.network import NetworkOutput
 from allnc_dist.method.objective import AllNCObjective
 from allnc_dist.method.p2p import etf_gap, p2p_loss, p2p_target, tight_frame_floor
 

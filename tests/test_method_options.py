@@ -7,7 +7,7 @@ import torch
 from allnc_dist.config import ConfigError, MethodConfig, RunConfig, load_config
 from allnc_dist.data import build_data
 from allnc_dist.engine.streams import InMemoryStreams
-from allnc_dist.method.gbbn import NetworkOutput
+from allnc_dist.method.network import NetworkOutput
 from allnc_dist.method.objective import AllNCObjective
 from allnc_dist.metrics import branch_nc3, centred, class_means, nc_metrics
 

@@ -200,22 +200,25 @@ def test_local_trainer_logs_to_mlflow_and_a_resumed_run_continues_the_same_run(t
 
     from allnc_dist.config import load_config
     from allnc_dist.engine.checkpoint import load_checkpoint
-    from allnc_dist.engine.local import LocalTrainer
+    from allnc_dist.engine.trainer import train_locally
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config(Path(__file__).parents[1] / "jobs" / "configs" / "digits_lt.yaml",
                       ["model.width=8", "train.epochs=2", "train.eval_every=2", "train.checkpoint_every=1",
-                       "train.progress=false", f"tracking.mlflow_uri={uri}", "tracking.experiment=trainer"])
-    LocalTrainer(cfg, tmp_path / "run").fit()
+                       f"tracking.mlflow_uri={uri}", "tracking.experiment=trainer"])
+    train_locally(cfg, tmp_path / "run")
     run_id = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["mlflow_run_id"]
-    LocalTrainer(cfg, tmp_path / "run").fit(resume=True)  # finished: evaluates and reports again
+    train_locally(cfg, tmp_path / "run", resume=True)  # finished: evaluates and reports again
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("trainer")
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]
     run = runs[0]
+    # The resume is visible in MLflow: where from, where to, and how many restarts.
+    assert run.data.tags["resumed_from"] == str(tmp_path / "run" / "checkpoint.pt")
+    assert run.data.tags["resumed_at"] == "epoch 2, step 18" and run.data.tags["restarts"] == "1"
     assert run.data.params["data.batch_size"] == "32" and run.data.params["method.preset"] == "allnc"
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [9, 18]
     assert "eval/acc_top1" in run.data.metrics and "eval/few_cos_classifier" in run.data.metrics

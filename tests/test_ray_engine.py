@@ -15,13 +15,17 @@ import pytest
 import torch
 
 from allnc_dist.config import load_config
-from allnc_dist.engine.ray_train import ensure_ray, fit_on_ray
+from allnc_dist.engine.checkpoint import load_checkpoint
+from allnc_dist.engine.faults import FAULT_ENV, INJECTED_FAULT_EXIT
+from allnc_dist.engine.ray_driver import ensure_ray, fit_on_ray
+from allnc_dist.engine.trainer import train_locally
 from allnc_dist.tracking import MlflowServer, RunDirectory
+from tests.cli import allnc
 
 # A BN-free model, no augmentation and GBBN's loss-based re-balancing (no re-balanced stream, whose
 # draws depend on the rank): the batches, and so the run, depend on the global batch only.
 DETERMINISTIC = ["model.norm=none", "model.width=8", "data.augment=none", "method.gbbn.rebalance=logit_adjust",
-                 "train.epochs=2", "train.eval_every=2", "train.checkpoint_every=1", "train.progress=false"]
+                 "train.epochs=2", "train.eval_every=2", "train.checkpoint_every=1"]
 TWO_WORKERS = ["distributed.num_workers=2", "data.batch_size=16"]  # 304 samples: 9 steps of 2 x 16 per epoch
 STEPS = 18
 UNTRACKED = ["tracking.enabled=false"]
@@ -135,15 +139,19 @@ def test_rank_0_logs_params_metrics_and_plots_to_the_mlflow_server(zero1, mlflow
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint_inside_the_epoch(zero1, digits_shards, tmp_path,
-                                                                           mlflow_server):
+                                                                           mlflow_server, monkeypatch):
     run_dir = tmp_path / "faulty"
+    monkeypatch.setenv(FAULT_ENV, "exit_at_step=6,rank=1")
     result = fit(digits_shards, run_dir, *TWO_WORKERS, "distributed.zero_stage=1", "distributed.max_failures=1",
-                 "train.checkpoint_every_steps=4", "train.fail_at_step=6", "train.fail_rank=1",
-                 *tracked_by(mlflow_server, "faulty"))
+                 "train.checkpoint_every_steps=4", *tracked_by(mlflow_server, "faulty"))
     assert result.report["steps"] == STEPS
     # The restarted workers continued the driver's MLflow run: one run, finished, every epoch in it.
     (run,) = runs_of(mlflow_server, "faulty")
     assert run["info"]["status"] == "FINISHED"
+    tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+    assert tags["restarts"] == "1" and tags["resumed_at"] == "epoch 0, step 4", tags
+    tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+    assert tags["restarts"] == "1" and tags["resumed_at"] == "epoch 0, step 4", tags
     assert history_steps(mlflow_server, run["info"]["run_id"], "train/loss") == [9, 18]
 
     resumes = [r for r in RunDirectory(run_dir).read_metrics() if r["split"] == "resume"]
@@ -164,3 +172,34 @@ def test_the_ray_engine_refuses_in_memory_data(tmp_path):
     cfg = load_config(None, ["train.epochs=1"])
     with pytest.raises(ValueError, match="streams shards"):
         fit_on_ray(cfg, tmp_path / "run")
+
+
+def test_one_checkpoint_format_a_local_run_resumes_on_ray_and_a_ray_run_locally(zero1, digits_shards, tmp_path):
+    """Both runtimes write the same checkpoint.pt. Epoch 1 of a local run (batch 32) continued by 2 Ray
+    workers (batch 16), and epoch 1 of the Ray run continued locally, both end where the 2-worker run
+    that never stopped ends (the same global batch makes the runs equivalent)."""
+    local = ["data.source=shards", f"data.shards={digits_shards}", *DETERMINISTIC, "data.batch_size=32", *UNTRACKED]
+    # The local run stops one step after its epoch-1 checkpoint, as a pre-empted run would.
+    stopped = allnc("train", "--run-dir", tmp_path / "local", *local, check=False, fault=f"exit_at_step={STEPS // 2 + 1}")
+    assert stopped.returncode == INJECTED_FAULT_EXIT, stopped.stderr
+    on_ray = fit(digits_shards, tmp_path / "local-then-ray", *TWO_WORKERS, "distributed.zero_stage=1", *UNTRACKED,
+                 f"train.resume_from={tmp_path / 'local' / 'checkpoint.pt'}")
+    (ray_epoch_1,) = [folder.parent for folder in zero1.run_dir.path.glob("ray/**/checkpoint.pt")
+                      if load_checkpoint(folder)["epoch"] == 1]
+    locally = train_locally(load_config(None, [*local, f"train.resume_from={ray_epoch_1}"]), tmp_path / "ray-then-local")
+
+    for resumed in (on_ray, locally):
+        assert (resumed.report["steps"], resumed.report["restarts"]) == (STEPS, 1)
+        (resume,) = [r for r in resumed.run_dir.read_metrics() if r["split"] == "resume"]
+        assert (resume["epoch"], resume["step"]) == (1, STEPS // 2)
+        assert [r["epoch"] for r in resumed.run_dir.read_metrics() if r["split"] == "train"] == [2]
+        torch.testing.assert_close(resumed.evaluation.classifier, zero1.evaluation.classifier, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(resumed.evaluation.class_means, zero1.evaluation.class_means, rtol=1e-4, atol=1e-5)
+
+
+def test_a_checkpoint_from_another_global_batch_is_refused_by_name(zero1, digits_shards, tmp_path):
+    (checkpoint,) = [path for path in zero1.run_dir.path.glob("ray/**/checkpoint.pt") if load_checkpoint(path)["epoch"] == 1]
+    cfg = load_config(None, ["data.source=shards", f"data.shards={digits_shards}", *DETERMINISTIC, *UNTRACKED,
+                             "data.batch_size=16", f"train.resume_from={checkpoint}"])
+    with pytest.raises(ValueError, match=r"9 steps per epoch, this run has 19: resume with the same global batch"):
+        train_locally(cfg, tmp_path / "other-batch")

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from torch.distributed.checkpoint.stateful import Stateful
 
 from allnc_dist.data.datasets import build_eval_transform, build_transform
 from allnc_dist.shards import (
@@ -26,7 +27,7 @@ from allnc_dist.shards import (
     ShardStream,
     load_index,
 )
-from allnc_dist.shards.reader import epoch_shard_order, samples_per_rank
+from allnc_dist.shards.epoch_plan import epoch_shard_order, samples_per_rank
 
 from shard_fixtures import FixtureSample, long_tail_labels, make_samples, png_bytes, write_shard_set
 
@@ -172,6 +173,18 @@ def test_resumed_epoch_continues_where_the_saved_state_left_off(
     assert keys_of(resumed, samples) == full
 
 
+def test_loaders_of_one_stream_keep_their_own_positions(uneven: tuple[ShardIndex, list[FixtureSample]]) -> None:
+    index, samples = uneven
+    stream = ShardStream(index, 1, 2, seed=3)
+    first, second = ShardLoader(stream, 17), ShardLoader(stream, 17)
+    first.set_epoch(4)
+    full = keys_of(first, samples)
+    second.load_state_dict({"epoch": 4, "position": 34})
+    assert keys_of(second, samples) == full[2:]
+    assert first.state_dict() == {"epoch": 4, "position": 102} and keys_of(first, samples) == full
+    assert isinstance(first, Stateful)
+
+
 # ----------------------------------------------------------------------------------------- resampled
 def test_resampled_epochs_have_exactly_epoch_length_samples_per_rank(
     uneven: tuple[ShardIndex, list[FixtureSample]],
@@ -273,13 +286,13 @@ def test_skipped_bad_samples_are_counted_and_replaced(tmp_path: Path, reason: st
     samples, bad_keys = broken_set(tmp_path, reason)
     index = load_index(tmp_path)
     options = {"on_bad_sample": "skip", "verify_checksums": reason != "truncated"}
-    streams = [ShardStream(index, rank, 2, **options) for rank in range(2)]
-    per_rank = [keys_of(ShardLoader(stream, 5, num_workers=2), samples) for stream in streams]
+    loaders = [ShardLoader(ShardStream(index, rank, 2, **options), 5, num_workers=2) for rank in range(2)]
+    per_rank = [keys_of(loader, samples) for loader in loaders]
 
     assert [len(batches) for batches in per_rank] == [4, 4]  # S = 20 per rank, as without bad input
     seen = {key for batches in per_rank for key in flat(batches)}
     assert seen == {sample.key for sample in samples} - bad_keys
-    skipped = sum((stream.skipped for stream in streams), Counter())
+    skipped = sum((loader.skipped for loader in loaders), Counter())
     assert skipped == Counter({reason: len(bad_keys)})
 
 
@@ -295,7 +308,7 @@ def test_an_index_offset_off_its_member_is_a_corrupt_member(tmp_path: Path) -> N
 def test_skipping_logs_one_warning_per_bad_sample(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     samples = write_small_set(tmp_path, {3: break_image, 25: drop_label})
     stream = ShardStream(load_index(tmp_path), on_bad_sample="skip")
-    with caplog.at_level(logging.WARNING, logger="allnc_dist.shards.reader"):
+    with caplog.at_level(logging.WARNING, logger="allnc_dist.shards.samples"):
         list(ShardLoader(stream, 8))
     per_sample = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped bad sample")]
     assert len(per_sample) == 2
@@ -307,10 +320,11 @@ def test_skipping_logs_one_warning_per_bad_sample(tmp_path: Path, caplog: pytest
 @pytest.mark.timeout(60)
 def test_a_shard_of_only_bad_samples_ends_with_equal_counts(tmp_path: Path) -> None:
     samples = write_small_set(tmp_path, {position: break_image for position in range(20, 30)})
-    streams = [ShardStream(load_index(tmp_path), rank, 2, on_bad_sample="skip") for rank in range(2)]
-    per_rank = [keys_of(ShardLoader(stream, 4, num_workers=2), samples) for stream in streams]
+    loaders = [ShardLoader(ShardStream(load_index(tmp_path), rank, 2, on_bad_sample="skip"), 4, num_workers=2)
+               for rank in range(2)]
+    per_rank = [keys_of(loader, samples) for loader in loaders]
     assert [len(flat(batches)) for batches in per_rank] == [20, 20]
-    assert sum((stream.skipped for stream in streams), Counter()) == Counter({"undecodable": 10})
+    assert sum((loader.skipped for loader in loaders), Counter()) == Counter({"undecodable": 10})
 
 
 @pytest.mark.timeout(60)
@@ -344,7 +358,7 @@ def test_rebalanced_stream_zips_with_the_uniform_one(uneven: tuple[ShardIndex, l
         pairs = list(zip(uniform, rebalanced))
         assert len(pairs) == len(uniform) == len(rebalanced) == 68 // 16
         assert all(x.shape == xr.shape and y.shape == yr.shape for (x, y), (xr, yr) in pairs)
-        assert rebalanced.stream.position == uniform.stream.position == 64
+        assert rebalanced.position == uniform.position == 64
 
 
 @pytest.mark.timeout(60)
@@ -353,9 +367,9 @@ def test_rebalanced_stream_handles_bad_input_like_the_uniform_one(tmp_path: Path
     index = load_index(tmp_path)
     with pytest.raises(BadSampleError, match=r"train-0000\d\d\.tar, key \d{9}: cannot decode"):
         list(ShardLoader(RebalancedStream(index, 0.0), 8))
-    stream = RebalancedStream(index, 0.0, on_bad_sample="skip", samples_per_epoch=200)
-    assert sum(len(labels) for _, labels in ShardLoader(stream, 8, num_workers=2)) == 200
-    assert set(stream.skipped) == {"undecodable"} and stream.skipped["undecodable"] > 0
+    loader = ShardLoader(RebalancedStream(index, 0.0, on_bad_sample="skip", samples_per_epoch=200), 8, num_workers=2)
+    assert sum(len(labels) for _, labels in loader) == 200
+    assert set(loader.skipped) == {"undecodable"} and loader.skipped["undecodable"] > 0
 
 
 # ------------------------------------------------------------------------------------------ decoding

@@ -10,7 +10,8 @@ from allnc_dist.config import DataConfig, load_config
 from allnc_dist.data import build_data
 from allnc_dist.data.datasets import channel_mean_std
 from allnc_dist.engine.checkpoint import load_checkpoint
-from allnc_dist.engine.local import LocalTrainer
+from allnc_dist.engine.trainer import Trainer, train_locally
+from allnc_dist.engine.local_runtime import LocalRuntime
 from allnc_dist.engine.streams import ShardStreams, stream_image_shape
 from allnc_dist.shards import ShardIndex, load_index
 from allnc_dist.shards.statistics import shard_channel_stats
@@ -19,7 +20,7 @@ from tests.cli import allnc
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 # MLflow logging is test_mlflow_tracker.py's: these runs log nothing.
-QUIET = ["train.progress=false", "tracking.enabled=false"]
+QUIET = ["tracking.enabled=false"]
 
 
 def shard_config(shards: Path, *overrides: str):
@@ -40,8 +41,8 @@ def test_shards_hold_the_in_memory_split_and_its_statistics(digits_shards):
 
 def test_trains_from_shards_as_well_as_from_memory(digits_shards, tmp_path):
     epochs = ["train.epochs=15"]  # both reach about 80 % (30 epochs: 77-79 %)
-    from_memory = LocalTrainer(load_config(CONFIG, [*QUIET, *epochs]), tmp_path / "memory").fit()
-    from_shards = LocalTrainer(shard_config(digits_shards, *epochs), tmp_path / "shards").fit()
+    from_memory = train_locally(load_config(CONFIG, [*QUIET, *epochs]), tmp_path / "memory")
+    from_shards = train_locally(shard_config(digits_shards, *epochs), tmp_path / "shards")
     assert from_shards.report["class_counts"] == from_memory.report["class_counts"]
     assert from_shards.report["steps"] == from_memory.report["steps"]
     memory, shards = from_memory.report["metrics"], from_shards.report["metrics"]
@@ -56,9 +57,9 @@ def test_shard_run_resumes_to_the_same_weights(digits_shards, tmp_path):
     source = ["data.source=shards", f"data.shards={digits_shards}", *QUIET, *small]
     allnc("train", "--config", CONFIG, "--run-dir", tmp_path / "straight", *source)
     crashed = allnc("train", "--config", CONFIG, "--run-dir", tmp_path / "crashy", *source,
-                    "train.crash_in_checkpoint_write_at_epoch=4", check=False)
+                    check=False, fault="crash_in_checkpoint_write_at_epoch=4")
     assert crashed.returncode != 0
-    allnc("train", "--run-dir", tmp_path / "crashy", "--resume", "train.crash_in_checkpoint_write_at_epoch=null")
+    allnc("train", "--run-dir", tmp_path / "crashy", "--resume")
 
     final, reference = load_checkpoint(tmp_path / "crashy" / "checkpoint.pt"), load_checkpoint(
         tmp_path / "straight" / "checkpoint.pt")
@@ -88,4 +89,5 @@ def test_mixed_size_sets_need_the_imagenet_crop():
 
 def test_a_missing_shard_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no index.json"):
-        LocalTrainer(shard_config(tmp_path / "nowhere"), tmp_path / "run")
+        cfg = shard_config(tmp_path / "nowhere")
+        Trainer(cfg, tmp_path / "run", LocalRuntime(cfg, tmp_path / "run"))

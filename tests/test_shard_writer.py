@@ -429,7 +429,7 @@ def test_cli_writes_both_splits_of_a_builtin_dataset(tmp_path: Path, capsys: pyt
 
 def test_cli_reports_bad_inputs_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     missing = tmp_path / "missing.txt"
-    assert main(["shards", "--out", str(tmp_path), "--list", str(missing), "--image-root", str(tmp_path)]) == 2
-    assert str(missing) in capsys.readouterr().err
+    assert main(["shards", "--out", str(tmp_path), "--list", str(missing), "--image-root", str(tmp_path)]) == 3
+    assert str(missing) in capsys.readouterr().err  # input data: status 3 (allnc_dist/errors.py)
     assert main(["shards", "--out", str(tmp_path), "--list", str(missing)]) == 2
     assert "--image-root" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import yaml
 
 from allnc_dist.cli import main
 from allnc_dist.config import ConfigError, DistributedConfig
-from allnc_dist.engine.ray_train import ensure_ray
+from allnc_dist.engine.ray_driver import ensure_ray
 from allnc_dist.sweep import check_space, load_sweep
 from allnc_dist.sweep.spec import sweep_base
 from allnc_dist.sweep.tune_run import default_max_concurrent_trials
@@ -183,7 +183,7 @@ def sweep(tmp_path_factory, ray_cluster):
     sweep_file = write_sweep(
         root, name="digits_test", num_samples=2, search="random", seed=1,
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        overrides=["data.val_per_class=15", "train.epochs=2", "train.checkpoint_every=2", "train.progress=false",
+        overrides=["data.val_per_class=15", "train.epochs=2", "train.checkpoint_every=2",
                    "model.width=8", "data.batch_size=64", "data.augment=none", "distributed.num_workers=1",
                    "distributed.cpus_per_worker=0.5", "tracking.system_metrics=false",
                    f"tracking.experiment={EXPERIMENT}", f"tracking.mlflow_uri=sqlite:///{db}"],

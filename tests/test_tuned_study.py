@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
+from tests.bench_run import ROOT, run_bench
 
-ROOT = Path(__file__).parents[1]
 SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
                    space={"optim.lr": {"loguniform": [0.01, 0.1]}, "method.p2p.weight": {"choice": [0.25, 1.0]}})
 
@@ -39,6 +37,13 @@ def test_no_best_trial_when_none_reported_the_metric() -> None:
     assert "Best:" not in summary([silent], SPEC)
 
 
+def test_a_trial_that_failed_is_never_the_best_even_with_a_high_last_report() -> None:
+    failed = TrialOutcome("a", {"optim.lr": 0.5, "method.p2p.weight": 1.0}, {"epoch": 10, "eval/acc_top1": 99.0},
+                          40, errored=True)
+    assert best_trial([failed, outcome("b", 70.0, 1.0)], SPEC)["trial"] == "b"
+    assert best_trial([failed], SPEC) is None and "Best:" not in summary([failed], SPEC)
+
+
 def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
     sweeps = tmp_path / "sweeps"
     (sweeps / "digits_allnc").mkdir(parents=True)
@@ -48,9 +53,8 @@ def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
     (sweeps / "digits_allnc" / "best.json").write_text(json.dumps(chosen))
     (sweeps / "digits_allnc" / "summary.md").write_text("# Sweep study_digits_allnc\n")
     out = tmp_path / "out"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "tuned_study.py"), "--smoke", "--proxies", "digits_lt",
-                    "--methods", "ce,allnc", "--sweeps", str(sweeps), "--out", str(out)],
-                   check=True, cwd=ROOT, timeout=600)
+    run_bench("tuned_study", "--smoke", "--proxies", "digits_lt", "--methods", "ce,allnc", "--sweeps", sweeps,
+              "--out", out)
 
     assert json.loads((out / "sweeps" / "digits_allnc_best.json").read_text()) == chosen
     record = json.loads((out / "tuned_digits_lt.json").read_text())

@@ -16,15 +16,16 @@ from allnc_dist.data import build_data, exponential_profile
 from allnc_dist.data.cifar import CIFAR_LAYOUTS, train_val_split_indices
 from allnc_dist.data.digits import digits_lt_split_indices, load_digit_images
 from allnc_dist.engine.evaluate import evaluate
-from allnc_dist.engine.local import LocalTrainer
+from allnc_dist.engine.local_runtime import LocalRuntime
+from allnc_dist.engine.trainer import Trainer
 from allnc_dist.engine.streams import InMemoryStreams, ShardStreams
-from allnc_dist.launch import write_builtin_shards
+from allnc_dist.data.builtin_shards import write_builtin_shards
 from allnc_dist.shards import OtherPlanError, builtin_sources, load_index, write_shards
 
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 VAL = 20
-QUIET = ["train.progress=false", "tracking.enabled=false"]
+QUIET = ["tracking.enabled=false"]
 SMALL_SYNTHETIC = {"name": "synthetic_lt", "num_classes": 4, "max_per_class": 12, "image_size": 8,
                    "synthetic_test_per_class": 5}
 
@@ -125,7 +126,7 @@ def test_in_memory_streams_refuse_data_without_a_val_split() -> None:
 def test_local_trainer_with_eval_split_val_evaluates_on_the_val_split(tmp_path: Path) -> None:
     cfg = load_config(CONFIG, [*QUIET, "model.width=8", "train.epochs=1", f"data.val_per_class={VAL}",
                                "train.eval_split=val"])
-    trainer = LocalTrainer(cfg, tmp_path / "run")
+    trainer = Trainer(cfg, tmp_path / "run", LocalRuntime(cfg, tmp_path / "run"))
     result = trainer.fit()
 
     data = build_data(cfg.data)
@@ -146,9 +147,9 @@ def test_local_trainer_with_eval_split_val_evaluates_on_the_val_split(tmp_path: 
 # ------------------------------------------------------------------------------------------- shards
 @pytest.fixture(scope="module")
 def digits_val_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """digits-LT with a val split, written as the jobs write built-in datasets (launch.py)."""
+    """digits-LT with a val split, written as the jobs write built-in datasets (data/builtin_shards.py)."""
     out = tmp_path_factory.mktemp("digits_val")
-    return write_builtin_shards({"data": {"name": "digits_lt", "val_per_class": VAL}}, out)
+    return write_builtin_shards(DataConfig(name="digits_lt", val_per_class=VAL), out / "shards")
 
 
 def shard_config(shards: Path, *overrides: str):

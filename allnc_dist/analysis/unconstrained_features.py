@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..config import MethodConfig
-from ..method.gbbn import NetworkOutput
+from ..method.network import NetworkOutput
 from ..method.objective import AllNCObjective
 
 

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..method.gbbn import GBBNNetwork
+from ..method.network import BranchedNetwork
 from ..metrics import accuracy_by_split, branch_nc3, class_means, class_splits, nc_metrics, per_class_accuracy
 
 
@@ -28,7 +28,7 @@ class Outputs:
 
 @torch.no_grad()
 def collect_outputs(
-    model: GBBNNetwork,
+    model: BranchedNetwork,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     alpha: float,
     device: torch.device,
@@ -47,17 +47,17 @@ def collect_outputs(
     return Outputs(torch.cat(logits), torch.cat(features), torch.cat(labels))
 
 
-def branch_classifiers(model: GBBNNetwork) -> list[torch.Tensor]:
+def branch_classifiers(model: BranchedNetwork) -> list[torch.Tensor]:
     """Each branch's (K, D) classifier, detached, in fp32 on the CPU."""
     return [clf.weight.detach().float().cpu() for clf in model.classifiers]
 
 
-def inference_classifier(model: GBBNNetwork) -> torch.Tensor:
+def inference_classifier(model: BranchedNetwork) -> torch.Tensor:
     """The branch classifiers side by side, (K, num_branches * D)."""
     return torch.cat(branch_classifiers(model), dim=1)
 
 
-def centred_nc3(model: GBBNNetwork, train: Outputs) -> dict[str, float]:
+def centred_nc3(model: BranchedNetwork, train: Outputs) -> dict[str, float]:
     """NC3 per branch with centred classifier and means (what P2P aligns), and its mean over branches:
     nc3_centred, plus nc3_centred_conventional / _rebalancing with two branches."""
     values = branch_nc3(train.features, train.labels, branch_classifiers(model))
@@ -76,7 +76,7 @@ class Evaluation:
 
 
 def evaluate(
-    model: GBBNNetwork,
+    model: BranchedNetwork,
     test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     train_eval_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     class_counts: Sequence[int],

@@ -1,7 +1,7 @@
-"""One training step, shared unchanged by the local and the distributed engines.
+"""One training step, the same on every runtime.
 
-forward of both branches -> losses -> backward -> optimiser. What differs between engines (plain
-torch optimiser or a DeepSpeed engine) hides behind `Optimization`.
+forward of both branches -> losses -> backward -> optimiser. What differs between runtimes (plain
+torch optimiser or a DeepSpeed engine) hides behind `Optimization` (engine/optimization.py).
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Protocol
-
 import torch
 
 from ..method.objective import AllNCObjective
+from .optimization import Optimization
 
 
 @dataclass
@@ -33,14 +32,6 @@ class Batch:
         return len(self.labels)
 
 
-class Optimization(Protocol):
-    """Backward and update, as the engine does them."""
-
-    def backward(self, loss: torch.Tensor) -> None: ...
-
-    def step(self) -> None: ...
-
-
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the loss parts."""
 
@@ -50,19 +41,20 @@ def train_step(
     objective: AllNCObjective,
     batch: Batch,
     alpha: float,
-    epoch: float,
+    progress: float,
     optimization: Optimization,
     autocast: contextlib.AbstractContextManager | None = None,
     step: int = 0,
 ) -> dict[str, float]:
-    """Run one step; returns the loss parts as floats. Raises NonFiniteLossError before updating."""
+    """Run one step at `progress` (fractional epochs, which the auxiliary losses' warm-up reads);
+    returns the loss parts as floats. Raises NonFiniteLossError before updating."""
     with autocast or contextlib.nullcontext():
         out = model(batch.images, batch.images_rebalanced, alpha)
-    losses = objective(out, batch.labels, batch.labels_rebalanced, alpha, epoch)
+    losses = objective(out, batch.labels, batch.labels_rebalanced, alpha, progress)
     values = losses.values()
     if not math.isfinite(values["total"]):
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {epoch:.2f}): {parts}")
+        raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {progress:.2f}): {parts}")
     optimization.backward(losses.total)
     optimization.step()
     return values

@@ -33,7 +33,7 @@ class CosineClassifier(LinearClassifier):
 class ETFClassifier(nn.Module):
     """A fixed simplex ETF, held as a buffer: seeded, hence identical on every worker; logits are cosines.
 
-    Its features come batch-normalised from the network (gbbn.build_stage), as Yang et al. 2022 build it.
+    Its features come batch-normalised from the network (network.build_stage), as Yang et al. 2022 build it.
     """
 
     def __init__(self, dim: int, num_classes: int, seed: int) -> None:

@@ -20,7 +20,7 @@ from ..config import MethodConfig
 from .class_means import ClassMeans, ClassMeanTracker, GlobalBatch, at_least_fp32, gather_global_batch
 from .classification import ClassificationLoss
 from .collectives import world_size
-from .gbbn import NetworkOutput
+from .network import NetworkOutput
 from .hycon import hycon_loss
 from .p2p import p2p_loss, p2p_target
 

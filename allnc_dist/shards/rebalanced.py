@@ -16,16 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.samplers import tempered_class_probabilities
+from .epoch_plan import RandomStream, SamplePlan, samples_per_rank, seeded_rng
 from .index import ShardIndex
-from .reader import (
-    BadSamplePolicy,
-    ImageTransform,
-    RandomStream,
-    SamplePlan,
-    ShardStream,
-    samples_per_rank,
-    seeded_rng,
-)
+from .samples import BadSamplePolicy
+from .stream import ImageTransform, ShardStream
 
 # Random draws rarely hit the same shard twice in a row: a handful of open files saves most re-opens
 # of the shards just read without holding one descriptor per shard in every worker.

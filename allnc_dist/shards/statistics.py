@@ -15,7 +15,7 @@ import torch
 
 from ..data.datasets import channel_mean_std
 from .index import ShardIndex
-from .reader import OPEN_SHARDS, BadSampleError, BadSamplePolicy, SampleReader
+from .samples import OPEN_SHARDS, BadSampleError, BadSamplePolicy, SampleReader
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ One writer per folder at a time.
 
 from __future__ import annotations
 
+import sys
 import hashlib
 import io
 import json
@@ -285,7 +286,7 @@ def all_shard_entries(
 ) -> list[dict]:
     """Every shard's entry in plan order, with a progress bar over samples (throughput in samples/s)."""
     entries: list[dict] = [{}] * len(plans)
-    with tqdm(total=len(source), unit=" samples", desc=f"{split_dir.name} shards", disable=not progress) as bar:
+    with tqdm(total=len(source), unit=" samples", desc=f"{split_dir.name} shards", disable=not (progress and sys.stderr.isatty())) as bar:
         for position, entry in ensured_shards(source, plans, split_dir, processes):
             entries[position] = entry
             bar.update(entry["samples"])

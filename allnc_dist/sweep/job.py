@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig, config_from_dict, deep_merge
-from ..tracking import MlflowTracker, resolve_tracking_uri
+from ..errors import add_debug_flag, report_errors
+from ..launch import check_tracking_server, parse_arguments, tracking_uri
+from ..tracking import MlflowTracker
 from .spec import SweepConfig, check_space, load_sweep, sweep_base
 from .tracking import close_unfinished_trial_runs, log_outcome, open_parent_run, shared_store
 
@@ -85,7 +87,8 @@ def start_sweep(spec: SweepConfig, out: Path | None, overrides: list[str]) -> in
     if (out / STATE_FILE).exists():
         raise ConfigError(f"{out} already holds a sweep: continue it with --resume --out {out}, "
                           "or choose another --out")
-    uri = resolve_tracking_uri(base.tracking.mlflow_uri) if base.tracking.enabled else None
+    uri = tracking_uri(base.tracking)
+    check_tracking_server(uri)
     state = SweepState(spec.model_dump(mode="json"), trial_data(base_raw, base, out), uri)
     out.mkdir(parents=True, exist_ok=True)
     return run_sweep(state, out.resolve())
@@ -106,25 +109,23 @@ def resume_sweep(args: argparse.Namespace) -> int:
         print((args.out / SUMMARY_FILE).read_text(), end="")
         print(f"sweep folder: {args.out} (finished; nothing to resume)")
         return 0
+    check_tracking_server(state.tracking_uri)
     return run_sweep(state, args.out.resolve())
 
 
 def trial_data(base_raw: dict, base: RunConfig, out: Path) -> dict:
-    """The base config with the data every trial reads: shards (Ray Train streams them) with a val/
-    split. Local paths become absolute: each Tune trial runs in a working directory of its own."""
-    from ..launch import write_builtin_shards  # noqa: PLC0415 (torch import, after validation)
+    """The raw base config (knobs and presets merge into it) with the data every trial reads: shards
+    (Ray Train streams them) with a val/ split. Local paths become absolute: each Tune trial runs in a
+    working directory of its own."""
+    from ..data.builtin_shards import resolve_shards  # noqa: PLC0415 (torch import, after validation)
+    from ..engine.streams import val_split_dir  # noqa: PLC0415
 
-    if base.data.source == "shards":
-        from ..engine.streams import val_split_dir  # noqa: PLC0415
-
-        shards = Path(base.data.shards).resolve()
-        try:
-            val_split_dir(shards)
-        except FileNotFoundError as err:
-            raise ConfigError(str(err)) from None
-    else:
-        shards = write_builtin_shards(base_raw, out).resolve()
-    resolved = {"data": {"source": "shards", "shards": str(shards)}}
+    data = resolve_shards({"base": base}, out)["base"].data
+    try:
+        val_split_dir(Path(data.shards))
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    resolved = {"data": data.model_dump(mode="json")}
     storage = base.distributed.storage_path
     if storage and "://" not in storage:
         resolved["distributed"] = {"storage_path": str(Path(storage).resolve())}
@@ -144,8 +145,8 @@ def run_sweep(state: SweepState, sweep_dir: Path) -> int:
         state.save(sweep_dir)
         status = "FAILED"
         try:
-            text = run_trials(state, spec, base, sweep_dir, url, parent)
-            status = "FINISHED" if text is not None else "KILLED"
+            text, failed = run_trials(state, spec, base, sweep_dir, url, parent)
+            status = "KILLED" if text is None else "FAILED" if failed else "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -159,13 +160,16 @@ def run_sweep(state: SweepState, sweep_dir: Path) -> int:
     state.save(sweep_dir)
     print(text, end="")
     print(f"sweep folder: {sweep_dir}")
+    if failed:
+        print(f"sweep failed: every trial ended in an error (their logs: {sweep_dir / 'trials'})", file=sys.stderr)
+        return 1
     return 0
 
 
 def run_trials(state: SweepState, spec: SweepConfig, base: RunConfig, sweep_dir: Path, url: str | None,
-               parent: MlflowTracker | None) -> str | None:
+               parent: MlflowTracker | None) -> tuple[str | None, bool]:
     """The Tune run, then summary.md, sweep_params.png and the parent run's records; the summary's
-    text, or None when the run was interrupted."""
+    text (None when the run was interrupted) and whether every trial failed."""
     # Ray, torch and matplotlib load once the sweep has checked out.
     from .results import best_trial, plot_parameters, summary, trial_outcomes  # noqa: PLC0415
     from .tune_run import TrialSetup, interrupted, reserve_cluster, run_tune  # noqa: PLC0415
@@ -174,7 +178,7 @@ def run_trials(state: SweepState, spec: SweepConfig, base: RunConfig, sweep_dir:
     setup = TrialSetup(trial_base, str(sweep_dir), state.parent_run_id)
     results = run_tune(spec, setup, base.train.epochs, reserve_cluster(spec, base.distributed))
     if interrupted(sweep_dir, spec):
-        return None
+        return None, False
     outcomes = trial_outcomes(results, spec, base.train.epochs)
     text = summary(outcomes, spec)
     (sweep_dir / SUMMARY_FILE).write_text(text)
@@ -183,15 +187,13 @@ def run_trials(state: SweepState, spec: SweepConfig, base: RunConfig, sweep_dir:
     if parent is not None:
         close_unfinished_trial_runs(url, outcomes, sweep_dir / "trials")
         log_outcome(parent, outcomes, spec, [sweep_dir / SUMMARY_FILE, sweep_dir / PLOT_FILE])
-    return text
+    return text, bool(outcomes) and all(o.errored for o in outcomes)
 
 
 def main(default_sweep: Path | None = None, argv: list[str] | None = None) -> int:
     """`jobs/sweep.py`: the `allnc sweep` command with a default sweep file."""
     p = argparse.ArgumentParser(description="A hyperparameter sweep on Ray Tune (docs/sweeps.md).")
     add_arguments(p, default_sweep)
-    try:
-        return run_command(p.parse_args(argv), default_sweep)
-    except (ConfigError, FileExistsError) as err:
-        print(f"{Path(sys.argv[0]).name}: {err}", file=sys.stderr)
-        return 2
+    add_debug_flag(p)
+    args = parse_arguments(p, argv)
+    return report_errors(Path(sys.argv[0]).name, args.debug, run_command, args, default_sweep)

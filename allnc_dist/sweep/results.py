@@ -85,12 +85,13 @@ def summary(outcomes: list[TrialOutcome], spec: SweepConfig) -> str:
 
 
 def best_trial(outcomes: list[TrialOutcome], spec: SweepConfig) -> dict[str, Any] | None:
-    """The best trial (outcomes come best first) as best.json records it: its id, the sweep's metric
-    and value, its knobs and the same knobs as `section.field=value` overrides; None when no trial
-    reported the metric."""
-    if not outcomes or math.isnan(outcomes[0].value(spec.metric)):
+    """The best trial that did not fail (outcomes come best first) as best.json records it: its id, the
+    sweep's metric and value, its knobs and the same knobs as `section.field=value` overrides; None
+    when no such trial reported the metric."""
+    candidates = [o for o in outcomes if not o.errored and not math.isnan(o.value(spec.metric))]
+    if not candidates:
         return None
-    best = outcomes[0]
+    best = candidates[0]
     return {"trial": best.trial_id, "metric": spec.metric, "value": best.value(spec.metric), "knobs": best.knobs,
             "overrides": [f"{path}={value}" for path, value in best.knobs.items()]}
 

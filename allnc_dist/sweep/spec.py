@@ -171,10 +171,11 @@ def data_defining_fields() -> tuple[str, ...]:
 
 
 def check_space(spec: SweepConfig, base_raw: dict) -> RunConfig:
-    """Validate the base and every knob (each with each of its candidate values) against RunConfig;
-    the error names the knob. Returns the base config."""
+    """Validate the base and every knob (each with each of its candidate values) against RunConfig, as
+    runs that stream shards (trials run on Ray Train, a built-in dataset written as shards first); the
+    error names the knob. Returns the base config."""
     try:
-        base = config_from_dict(base_raw)
+        base = config_from_dict(base_raw, streams_shards=True)
     except ConfigError as err:
         raise ConfigError(f"the sweep's base config ({spec.base} with the overrides, and train.eval_split=val "
                           f"that sweeps select on): {err}") from None
@@ -188,7 +189,7 @@ def check_space(spec: SweepConfig, base_raw: dict) -> RunConfig:
                               "sweep: set it in overrides instead")
         for value in distribution.candidates():
             try:
-                config_from_dict(with_knobs(base_raw, {path: value}))
+                config_from_dict(with_knobs(base_raw, {path: value}), streams_shards=True)
             except ConfigError as err:
                 raise ConfigError(
                     f"space[{path}]: {distribution.kind} value {value!r} is not valid here: {err}") from None

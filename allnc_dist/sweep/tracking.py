@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from ..errors import TrackingServerError
 from ..tracking import MlflowServer, MlflowTracker, RunDirectory, flatten_config
 from ..tracking.run_tracking import SQLITE_PREFIX
 from .spec import FEW, OVERALL, SweepConfig
@@ -24,7 +25,12 @@ def shared_store(uri: str, server_root: Path) -> Iterator[str]:
     if not uri.startswith(SQLITE_PREFIX):
         yield uri
         return
-    with MlflowServer(server_root, db=uri[len(SQLITE_PREFIX):]) as server:
+    try:
+        server = MlflowServer(server_root, db=uri[len(SQLITE_PREFIX):])
+    except RuntimeError as err:  # its message holds the log's tail: name the log instead
+        raise TrackingServerError(f"the sweep's mlflow server over {uri} did not start: see "
+                                  f"{server_root / 'server.log'}") from err
+    with server:
         yield server.url
 
 

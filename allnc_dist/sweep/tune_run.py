@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm
 
 from ..config import DistributedConfig, config_from_dict
-from ..engine.ray_train import ensure_ray, fit_on_ray
+from ..engine.ray_driver import ensure_ray, fit_on_ray
 from .spec import AshaScheduler, SweepConfig, with_knobs
 
 TRIAL_DRIVER_CPUS = 1.0

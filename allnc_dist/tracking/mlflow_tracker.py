@@ -187,6 +187,10 @@ class MlflowTracker:
 
         self._call("metrics", rows, send)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._call("tags", [(None, tags)],
+                   lambda: [self._client.set_tag(self._run_id, k, str(v)) for k, v in tags.items()])
+
     def start_system_metrics(self, interval_s: float, resume: bool = False) -> None:
         """Sample CPU, memory, disk, network (and GPU) into ``system/...`` metrics in a background
         thread (MLflow's monitor), until ``finish()``. It stops by itself if the store goes away."""

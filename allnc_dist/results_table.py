@@ -1,17 +1,17 @@
-"""Train several methods on one base config and set them side by side: a results table and the
-cosine heatmaps of their classifier vectors and class means."""
+"""Methods side by side: the results table (accuracy overall and by Many / Medium / Few, and the
+Neural-Collapse geometry) and the cosine heatmaps of their classifier vectors and class means."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tabulate import tabulate
 
-from .config import RunConfig, config_from_dict, deep_merge
-from .data import LongTailData, build_data
-from .engine.local import LocalTrainer, TrainResult
 from .metrics.plots import plot_geometry as plot_cosine_geometry
+
+if TYPE_CHECKING:
+    from .engine.trainer import TrainResult
 
 # Columns of the results table: (header, metric key, format).
 TABLE_COLUMNS = [
@@ -63,35 +63,6 @@ def metrics_table(cells: dict[str, list[str]], fmt: str = "github", label: str =
     rows = [[display_name(name), *row] for name, row in cells.items()]
     # disable_numparse: tabulate would otherwise re-format numeric cells and drop their digits (10.0 -> 10).
     return tabulate(rows, headers=[label] + [h for h, _, _ in TABLE_COLUMNS], tablefmt=fmt, disable_numparse=True)
-
-
-def method_configs(base: dict, methods: Sequence[str]) -> dict[str, RunConfig]:
-    """One validated config per method preset. `base` is the raw (unvalidated) config, so each preset
-    fills in its own fields and only what the user wrote explicitly carries over to every method."""
-    return {
-        preset: config_from_dict(deep_merge(base, {"name": preset, "method": {"preset": preset}}))
-        for preset in methods
-    }
-
-
-Train = Callable[[RunConfig, Path], TrainResult]
-
-
-def run_methods(base: dict, methods: Sequence[str], out_dir: str | Path, train: Train | None = None
-                ) -> dict[str, TrainResult]:
-    """Train each method preset in its own run directory under `out_dir`. Every config is validated
-    before the first run starts. By default the local engine trains them, on one shared dataset."""
-    configs = method_configs(base, methods)
-    if train is None:
-        data = shared_data(next(iter(configs.values())))
-        train = lambda cfg, run_dir: LocalTrainer(cfg, run_dir, data=data).fit()  # noqa: E731
-    return {preset: train(cfg, Path(out_dir) / preset) for preset, cfg in configs.items()}
-
-
-def shared_data(cfg: RunConfig) -> LongTailData | None:
-    """The in-memory dataset that every local run of a comparison trains on, built once (their data
-    sections agree); None when the runs stream shards, which each run reads itself."""
-    return build_data(cfg.data) if cfg.data.source == "memory" else None
 
 
 def write_comparison(results: dict[str, TrainResult], out_dir: str | Path) -> str:

@@ -1,10 +1,10 @@
 """The distributed engine's driver: a Ray Train (V2) `TorchTrainer` whose workers run
-`ray_worker.train_loop_per_worker`.
+`ray_runtime.train_loop_per_worker` (the training loop on a `RayDeepSpeedRuntime`).
 
 - **Resources.** One worker per GPU (`distributed.gpus_per_worker`), or CPU workers holding
   `distributed.cpus_per_worker` logical CPUs each.
 - **Restarts.** `FailureConfig(max_failures=distributed.max_failures)` restarts the worker group after a
-  worker dies; the workers then resume from the latest reported checkpoint. Fitting again with the
+  worker dies; the workers then resume from the latest reported checkpoint, and rank 0 says so. Fitting again with the
   same Ray run name and storage path (the same run directory) resumes too.
 - **Rendezvous.** On one node, the workers meet through a `file://` store, which opens no port (Ray's
   default TCPStore listens on every interface). Across nodes they use Ray's TCP rendezvous.
@@ -19,12 +19,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..config import RunConfig
 from ..tracking import RunDirectory, open_run_tracker, resolve_tracking_uri
-from .evaluate import Evaluation
-from .local import TrainResult
+from .faults import FAULT_ENV
+from .trainer import TrainResult
 
 LOOPBACK = "127.0.0.1"
 
@@ -87,6 +85,25 @@ def file_rendezvous_config(rendezvous_dir: Path):
     return FileRendezvousTorchConfig()
 
 
+def storage_location(storage_path: str | None, run_dir: Path) -> str:
+    """Ray Train's storage: a URI (s3://, gs://, ...) as given, a path (local, or a mounted shared
+    folder) made absolute, and by default `<run dir>/ray`."""
+    if not storage_path:
+        return str(run_dir / "ray")
+    if "://" in storage_path:
+        return storage_path
+    return str(Path(storage_path).resolve())
+
+
+def quiet_ray_train(single_node: bool) -> None:
+    """Settings Ray Train passes from this driver to its controller and workers. Its print patch
+    would send every worker print twice (to the console and through the logger); its preemption
+    watcher cannot help where no other node exists and logs an error at every start."""
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if single_node:
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
 def ray_run_name(run_dir: Path) -> str:
     """Ray's run name for a run directory: the same directory always maps to the same Ray run."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_dir.parent.name}-{run_dir.name}").strip("-")
@@ -102,7 +119,7 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     from ray.train import RunConfig as RayRunConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    from .ray_worker import train_loop_per_worker  # noqa: PLC0415
+    from .ray_runtime import train_loop_per_worker  # noqa: PLC0415
 
     if cfg.data.source != "shards":
         raise ValueError("the Ray engine streams shards: set data.source=shards and data.shards (see `allnc shards`)")
@@ -111,24 +128,27 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     cfg = cfg.model_copy(deep=True)
     cfg.tracking.mlflow_uri = resolve_tracking_uri(cfg.tracking.mlflow_uri)  # the same store from every node
     mlflow_run_id = open_mlflow_run(cfg, RunDirectory(run_dir), parent_run_id)
-    storage = Path(d.storage_path).resolve() if d.storage_path else run_dir / "ray"
+    storage = storage_location(d.storage_path, run_dir)
     resources = {"GPU": d.gpus_per_worker} if d.gpus_per_worker > 0 else {}
     resources["CPU"] = d.cpus_per_worker
     ensure_ray(d.num_workers * d.cpus_per_worker)
-    use_file_rendezvous = d.rendezvous == "file" or (d.rendezvous == "auto" and one_node())
+    single_node = one_node()
+    use_file_rendezvous = d.rendezvous == "file" or (d.rendezvous == "auto" and single_node)
+    quiet_ray_train(single_node)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
+                           "fault": os.environ.get(FAULT_ENV)},
         scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=str(storage),
+        run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
-        torch_config=file_rendezvous_config(storage / "rendezvous") if use_file_rendezvous else None,
+        torch_config=file_rendezvous_config(run_dir / "rendezvous") if use_file_rendezvous else None,
     )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return load_result(RunDirectory(run_dir))
+    return TrainResult.load(run_dir)
 
 
 def open_mlflow_run(cfg: RunConfig, run_dir: RunDirectory, parent_run_id: str | None) -> str | None:
@@ -136,14 +156,3 @@ def open_mlflow_run(cfg: RunConfig, run_dir: RunDirectory, parent_run_id: str | 
     restarts: every restart of the workers then continues this one run. Rank 0 logs to it."""
     tracker = open_run_tracker(cfg, run_dir, parent_run_id=parent_run_id)
     return tracker.run_id if tracker is not None else None
-
-
-def load_result(run_dir: RunDirectory) -> TrainResult:
-    """The finished run's report and final geometry, as the local engine returns them."""
-    import json  # noqa: PLC0415
-
-    report = json.loads(run_dir.report_path.read_text())
-    geometry = torch.load(run_dir.geometry_path, weights_only=True)
-    evaluation = Evaluation(report["metrics"], geometry["classifier"], geometry["class_means"],
-                            geometry["per_class_accuracy"])
-    return TrainResult(report, evaluation, run_dir)

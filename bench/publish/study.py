@@ -1,0 +1,70 @@
+"""docs/RESULTS.md's study sections, from bench/tuned_study.py's JSON: the sweeps' choices, then each
+proxy's table of every method as its sweep chose it, and AllNC against the best baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from allnc_dist.ablation import ablation_table
+from allnc_dist.results_table import display_name
+from allnc_dist.sweep.results import format_value
+from allnc_dist.sweep.spec import load_sweep
+from bench.publish.formatting import shown
+from bench.tuned_study import METHODS, PROXIES, SWEEP_SPECS, SWEPT, best_file, tuned_file
+
+NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) without HyCon and P2P",
+         "allnc_one_branch": "AllNC (chosen) without GBBN"}
+BASELINES = ("ce", "la", "ldam_drw", "bbn")
+STUDY = "python -m bench.tuned_study"
+
+
+def sweep_table(results_dir: Path) -> str:
+    """One row per swept method: the trials, the best validation accuracy and the knobs it chose."""
+    lines = ["| method | trials | best val acc (%) | chosen |", "|---|---|---|---|"]
+    for method in SWEPT:
+        best_path = best_file(results_dir, method)
+        if best_path.exists():
+            best = json.loads(best_path.read_text())
+            trials = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml").num_samples
+            knobs = ", ".join(f"`{path}={format_value(value)}`" for path, value in best["knobs"].items())
+            lines.append(f"| {display_name(method)} | {trials} | {best['value']:.1f} | {knobs} |")
+    return "\n".join(lines)
+
+
+def acceptance(methods: dict) -> list[str]:
+    """AllNC against the best baseline, overall and on Few, as the issue's acceptance states it."""
+    lines = []
+    for key, label in (("acc_top1", "overall"), ("acc_few", "Few")):
+        present = [m for m in BASELINES if m in methods]
+        best = max(present, key=lambda m: methods[m]["aggregates"][key]["mean"])
+        allnc = methods["allnc"]["aggregates"][key]["mean"]
+        gap = allnc - methods[best]["aggregates"][key]["mean"]
+        lines.append(f"- {label}: AllNC {allnc:.1f} %, best baseline {display_name(best)} "
+                     f"{methods[best]['aggregates'][key]['mean']:.1f} % (AllNC {gap:+.1f} points: "
+                     f"{'met' if gap >= 0 else 'not met'}).")
+    return lines
+
+
+def study_sections(results_dir: Path) -> list[str]:
+    """The sweeps' choices, then each proxy's table of the chosen configurations (when it has run)."""
+    sections = ["## The study: each method as its sweep chose it",
+                f"Each method's sweep ran on digits-LT's validation split (`{STUDY}` documents "
+                "the commands; the summaries are in `bench/results/sweeps/`). Then every method trained with "
+                "its chosen configuration on each proxy, train.seed 0..4.",
+                sweep_table(results_dir)]
+    for name, proxy in PROXIES.items():
+        path = tuned_file(results_dir, name)
+        if not path.exists():
+            sections.append(f"### {proxy.title}\n\nNot run yet: `{STUDY} --proxies {name}`.")
+            continue
+        methods = json.loads(path.read_text())["methods"]
+        seeds = sorted({m["seeds"] for m in methods.values()})
+        sections += [f"### {proxy.title}",
+                     f"{'/'.join(map(str, seeds))} seed(s), mean ± sample std. Source: "
+                     f"`{shown(path)}` (each method's overrides are recorded there).",
+                     ablation_table({NAMES.get(m, display_name(m)): methods[m]["aggregates"]
+                                     for m in METHODS if m in methods})]
+        if "allnc" in methods:
+            sections.append("\n".join(acceptance(methods)))
+    return sections

@@ -1,0 +1,121 @@
+"""The job entry points (`jobs/*.py`, allnc_dist/launch.py): one validated config per method, checked as
+the run it becomes (a Ray job streams the shards it writes of a built-in dataset), the built-in dataset
+resolved into shards once, and errors reported as `allnc` reports them (allnc_dist/errors.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from allnc_dist.config import ConfigError, load_config
+from allnc_dist.data import builtin_shards
+from allnc_dist.data.builtin_shards import resolve_shards
+from allnc_dist.errors import EXIT_CONFIG, EXIT_DATA, EXIT_TRACKING
+from allnc_dist.launch import job_configs, parse_arguments, parser
+from allnc_dist.tracking.server import free_port
+from broken_shards import flip_a_byte
+from cli import ROOT, only_error_line
+
+CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
+SMALL = ["--methods", "ce", "train.epochs=1", "model.width=8", "tracking.enabled=false"]
+RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")  # a line Ray forwards from one of its processes
+
+
+def job_args(*argv: str):
+    return parse_arguments(parser("a job"), list(argv))
+
+
+def digits_job(*argv, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "jobs/digits_lt.py", *map(str, argv)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------- configs
+def test_a_ray_job_validates_its_configs_as_the_shard_streaming_runs_they_become(tmp_path):
+    configs, out = job_configs(CONFIG, job_args("--out", str(tmp_path), "train.checkpoint_every_steps=10"), "allnc,ce")
+    assert list(configs) == ["allnc", "ce"] and out == tmp_path
+    assert [cfg.train.checkpoint_every_steps for cfg in configs.values()] == [10, 10]
+    with pytest.raises(ConfigError, match="train.checkpoint_every_steps needs a run that streams shards"):
+        job_configs(CONFIG, job_args("--local", "train.checkpoint_every_steps=10"), "ce")
+
+
+def test_overrides_may_follow_the_flags():
+    args = job_args("optim.lr=0.02", "--local", "train.epochs=3", "--methods", "ce")
+    assert args.local and args.methods == "ce" and args.overrides == ["optim.lr=0.02", "train.epochs=3"]
+
+
+def test_a_built_in_dataset_is_written_once_and_every_config_reads_it(tmp_path, monkeypatch):
+    configs, out = job_configs(CONFIG, job_args("--out", str(tmp_path / "job"), "train.checkpoint_every_steps=10"),
+                               "allnc,ce")
+    writes = []
+    write = builtin_shards.write_builtin_shards
+    monkeypatch.setattr(builtin_shards, "write_builtin_shards", lambda *a: writes.append(a) or write(*a))
+    resolved = resolve_shards(configs, out)
+    shards = (out / "shards").resolve()
+    assert len(writes) == 1 and (shards / "train" / "index.json").is_file() and (shards / "test" / "index.json").is_file()
+    for name, cfg in resolved.items():
+        assert (cfg.data.source, cfg.data.shards, cfg.name) == ("shards", str(shards), name)
+        assert cfg.train.checkpoint_every_steps == 10 and cfg.method == configs[name].method
+
+
+def test_given_shards_are_kept_by_their_absolute_path(digits_shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(digits_shards.parent)
+    given = load_config(CONFIG, ["data.source=shards", f"data.shards={digits_shards.name}"])
+    resolved = resolve_shards({"run": given}, tmp_path / "job")["run"]
+    assert resolved.data.shards == str(digits_shards.resolve()) and not (tmp_path / "job").exists()
+
+
+# ------------------------------------------------------------------------------ errors, in-process
+def test_a_config_error_names_the_field():
+    proc = digits_job("--local", *SMALL, "method.hycon.temperature=1")
+    assert "method.hycon.temperature: unknown field" in only_error_line(proc, EXIT_CONFIG, "digits_lt.py")
+
+
+def test_step_checkpoints_of_an_in_memory_run_are_refused_before_any_work(tmp_path):
+    proc = digits_job("--local", "--out", tmp_path / "job", *SMALL, "train.checkpoint_every_steps=5")
+    assert "needs a run that streams shards" in only_error_line(proc, EXIT_CONFIG, "digits_lt.py")
+    assert not (tmp_path / "job").exists()
+
+
+def test_a_corrupt_shard_names_the_file(digits_shards, tmp_path):
+    shard = flip_a_byte(digits_shards, tmp_path / "shards")
+    proc = digits_job("--local", "--data", tmp_path / "shards", "--out", tmp_path / "job", *SMALL)
+    assert only_error_line(proc, EXIT_DATA, "digits_lt.py").startswith(f"digits_lt.py: checksum mismatch: {shard} ")
+
+
+def test_an_unreachable_tracking_server_names_it(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = digits_job("--local", "--out", tmp_path / "job", "--methods", "ce", f"tracking.mlflow_uri={uri}",
+                      "tracking.enabled=true")
+    line = only_error_line(proc, EXIT_TRACKING, "digits_lt.py")
+    assert line.startswith(f"digits_lt.py: tracking server {uri} does not answer")
+
+
+# ------------------------------------------------------------------------------------ on Ray Train
+def test_a_ray_job_checkpoints_inside_epochs_of_the_shards_it_writes(tmp_path):
+    proc = digits_job("--out", tmp_path / "job", *SMALL, "train.checkpoint_every_steps=3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = tmp_path / "job" / "ce"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["source"] == "shards" and saved["train"]["checkpoint_every_steps"] == 3
+    assert saved["data"]["shards"] == str((tmp_path / "job" / "shards").resolve())
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) > 3  # the epoch ran past step 3: one checkpoint there, one at the end of the run
+    assert len([path for path in (run / "ray").rglob("checkpoint_*") if path.is_dir()]) == 2
+
+
+def test_a_corrupt_shard_on_ray_workers_ends_with_the_workers_error(digits_shards, tmp_path):
+    shard = flip_a_byte(digits_shards, tmp_path / "shards")
+    proc = digits_job("--data", tmp_path / "shards", "--out", tmp_path / "job", *SMALL)
+    assert proc.returncode == EXIT_DATA, proc.stdout + proc.stderr
+    # Ray forwards its processes' logs (the worker's own traceback among them, at any time); the job
+    # itself adds one line.
+    own = [line for line in proc.stderr.splitlines() if not RAY_PREFIX.match(line)]
+    assert not any("Traceback" in line for line in own)
+    assert own[-1].startswith(f"digits_lt.py: checksum mismatch: {shard} ")
+
