@@ -20,7 +20,7 @@ demo: install
 	$(PY) jobs/digits_lt.py
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 clean:
 	rm -rf runs .pytest_cache

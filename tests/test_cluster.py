@@ -24,11 +24,14 @@ ROOT = Path(__file__).parents[1]
 UP = ROOT / "cluster" / "up.sh"
 DOWN = ROOT / "cluster" / "down.sh"
 
-# The demo job as the README submits it (AllNC and CE, 60 epochs each); "{out}" becomes a folder under tmp.
-JOB_ARGS = ("--out", "{out}")
+# The demo job as the README submits it (AllNC and CE, 60 epochs each), with checkpoints inside epochs
+# too (every 50 steps; an epoch is 4 steps of 2 x 32), which a job that writes its own shards must
+# accept; "{out}" becomes a folder under tmp.
+JOB_ARGS = ("--out", "{out}", "train.checkpoint_every_steps=50")
 MAX_JOB_LOG_LINES = 60  # up to and including the results table
-# A job whose config override does not parse; it must fail and say why.
-BAD_JOB_ARGS = ("--out", "{out}", "train.epochs=zero")
+# A job reading a shard set with a corrupt shard; it must fail and say which shard.
+BAD_DATA_JOB_ARGS = ("--data", "{data}", "--out", "{out}", "--methods", "ce", "train.epochs=1", "model.width=8")
+RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")  # a line Ray forwards from one of its processes
 
 SERVER_TIMEOUT = "120"  # seconds up.sh waits for each server to answer
 RAY_WORKER_PORTS = range(10002, 20000)  # Ray's default worker port range: ours must stay out
@@ -183,9 +186,10 @@ def cluster(tmp_path_factory):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def _submit(c: Cluster, args: tuple[str, ...], out: Path) -> tuple[subprocess.CompletedProcess, str]:
+def _submit(c: Cluster, args: tuple[str, ...], out: Path, data: Path | None = None
+            ) -> tuple[subprocess.CompletedProcess, str]:
     """`ray job submit` of jobs/digits_lt.py; returns the submit process and the job's logs."""
-    argv = [a.format(out=out) for a in args]
+    argv = [a.format(out=out, data=data) for a in args]
     proc = _run(["ray", "job", "submit", "--working-dir", ROOT, "--", "python", "jobs/digits_lt.py", *argv],
                 c.client_env, timeout=900)
     match = re.search(r"Job '(raysubmit_\w+)'", proc.stdout + proc.stderr)
@@ -231,12 +235,25 @@ def test_job_submit_runs_the_demo_and_its_log_reads_in_one_screen(cluster):
     assert sum("allnc: epoch" in line for line in lines) <= 13 and sum("ce: epoch" in line for line in lines) <= 13
     for noise in ("TrainingReport", "FutureWarning", "Traceback", "PreemptionWatcher", "untested optimizer"):
         assert noise not in logs, logs
+    # The job wrote its own shards and checkpointed inside epochs from them.
+    from allnc_dist.engine.checkpoint import load_checkpoint
+
+    run = cluster.tmp / "job_out" / "allnc"
+    assert "source: shards" in (run / "config.yaml").read_text()
+    steps = [load_checkpoint(path)["step"] for path in run.glob("ray/**/checkpoint.pt")]
+    assert any(step % 4 for step in steps) and max(steps) == 240, steps
 
 
-def test_job_with_bad_override_fails_with_config_error(cluster):
-    proc, logs = _submit(cluster, BAD_JOB_ARGS, cluster.tmp / "bad_job_out")
-    assert proc.returncode != 0, "a job with train.epochs=zero succeeded: " + _describe(proc)
-    assert "invalid config" in logs and "train.epochs" in logs, logs
+def test_job_with_a_corrupt_shard_ends_with_one_line_naming_it(cluster, digits_shards):
+    from broken_shards import flip_a_byte
+
+    shard = flip_a_byte(digits_shards, cluster.tmp / "corrupt_shards")
+    proc, logs = _submit(cluster, BAD_DATA_JOB_ARGS, cluster.tmp / "bad_job_out", cluster.tmp / "corrupt_shards")
+    assert proc.returncode != 0, "a job reading a corrupt shard succeeded: " + _describe(proc)
+    # Ray forwards its own processes' logs; the job itself adds one line, and no traceback.
+    own = [line for line in logs.splitlines() if not RAY_PREFIX.match(line)]
+    assert not any("Traceback" in line for line in own), logs
+    assert any(line.startswith(f"digits_lt.py: checksum mismatch: {shard} ") for line in own), logs
 
 
 def test_every_listener_is_on_loopback(cluster):

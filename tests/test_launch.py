@@ -4,13 +4,10 @@ resolved into shards once, and errors reported as `allnc` reports them (allnc_di
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
 
 import pytest
-import yaml
 
 from allnc_dist.config import ConfigError, load_config
 from allnc_dist.data import builtin_shards
@@ -23,7 +20,6 @@ from cli import ROOT, only_error_line
 
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 SMALL = ["--methods", "ce", "train.epochs=1", "model.width=8", "tracking.enabled=false"]
-RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")  # a line Ray forwards from one of its processes
 
 
 def job_args(*argv: str):
@@ -94,28 +90,3 @@ def test_an_unreachable_tracking_server_names_it(tmp_path):
                       "tracking.enabled=true")
     line = only_error_line(proc, EXIT_TRACKING, "digits_lt.py")
     assert line.startswith(f"digits_lt.py: tracking server {uri} does not answer")
-
-
-# ------------------------------------------------------------------------------------ on Ray Train
-def test_a_ray_job_checkpoints_inside_epochs_of_the_shards_it_writes(tmp_path):
-    proc = digits_job("--out", tmp_path / "job", *SMALL, "train.checkpoint_every_steps=3")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    run = tmp_path / "job" / "ce"
-    saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["data"]["source"] == "shards" and saved["train"]["checkpoint_every_steps"] == 3
-    assert saved["data"]["shards"] == str((tmp_path / "job" / "shards").resolve())
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert max(steps) > 3  # the epoch ran past step 3: one checkpoint there, one at the end of the run
-    assert len([path for path in (run / "ray").rglob("checkpoint_*") if path.is_dir()]) == 2
-
-
-def test_a_corrupt_shard_on_ray_workers_ends_with_the_workers_error(digits_shards, tmp_path):
-    shard = flip_a_byte(digits_shards, tmp_path / "shards")
-    proc = digits_job("--data", tmp_path / "shards", "--out", tmp_path / "job", *SMALL)
-    assert proc.returncode == EXIT_DATA, proc.stdout + proc.stderr
-    # Ray forwards its processes' logs (the worker's own traceback among them, at any time); the job
-    # itself adds one line.
-    own = [line for line in proc.stderr.splitlines() if not RAY_PREFIX.match(line)]
-    assert not any("Traceback" in line for line in own)
-    assert own[-1].startswith(f"digits_lt.py: checksum mismatch: {shard} ")
-
