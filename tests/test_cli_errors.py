@@ -4,6 +4,7 @@ traceback unless --debug; plus the unwrapping of errors that reach the driver th
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,20 @@ ONE_EPOCH = ["train.epochs=1", "model.width=8", "tracking.enabled=false"]
 def train_on(shards: Path, *overrides: str):
     return allnc("train", "--config", CONFIG, "--run-dir", shards.parent / "run", "data.source=shards",
                  f"data.shards={shards}", *ONE_EPOCH, *overrides, check=False)
+
+
+def allnc_here(capsys, *args) -> subprocess.CompletedProcess:
+    """The `allnc` command's own entry (`main`) in this process: the same parsing and error mapping as
+    the console script, without a process start and torch import per case (one case per kind runs
+    as a real process)."""
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["allnc", *args], code, out, err)
+
+
+def train_here(capsys, shards: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return allnc_here(capsys, "train", "--config", CONFIG, "--run-dir", shards.parent / "run", "data.source=shards",
+                      f"data.shards={shards}", *ONE_EPOCH, *overrides)
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -50,28 +65,28 @@ def test_a_corrupt_shard_is_refused_by_its_checksum(digits_shards, tmp_path):
     assert line.startswith(f"allnc: checksum mismatch: {shard} has sha256 ")
 
 
-def test_an_unreadable_index_is_named(digits_shards, tmp_path):
+def test_an_unreadable_index_is_named(digits_shards, tmp_path, capsys):
     index = break_the_index(digits_shards, tmp_path / "shards")
-    line = only_error_line(train_on(tmp_path / "shards"), EXIT_DATA)
+    line = only_error_line(train_here(capsys, tmp_path / "shards"), EXIT_DATA)
     assert line.startswith(f"allnc: {index}: cannot read index.json")
 
 
-def test_a_bad_label_names_the_shard_and_the_key(digits_shards, tmp_path):
+def test_a_bad_label_names_the_shard_and_the_key(digits_shards, tmp_path, capsys):
     shard, key = break_a_label(digits_shards, tmp_path / "shards")
-    line = only_error_line(train_on(tmp_path / "shards", "data.verify_checksums=false"), EXIT_DATA)
+    line = only_error_line(train_here(capsys, tmp_path / "shards", "data.verify_checksums=false"), EXIT_DATA)
     assert f"bad sample in shard {shard}, key {key}:" in line and "[bad_label]" in line
 
 
 def test_a_missing_list_file_is_named(tmp_path):
-    missing = tmp_path / "missing.txt"
+    missing = tmp_path / "missing.txt"  # the shards command's own process: its import path differs from train's
     proc = allnc("shards", "--out", tmp_path / "out", "--list", missing, "--image-root", tmp_path, check=False)
     assert only_error_line(proc, EXIT_DATA) == f"allnc: No such file or directory: {missing}"
 
 
-def test_a_listed_image_that_is_missing_is_named_with_its_line(tmp_path):
+def test_a_listed_image_that_is_missing_is_named_with_its_line(tmp_path, capsys):
     listing = tmp_path / "list.txt"
     listing.write_text("cats/1.png 0\n")
-    proc = allnc("shards", "--out", tmp_path / "out", "--list", listing, "--image-root", tmp_path, check=False)
+    proc = allnc_here(capsys, "shards", "--out", tmp_path / "out", "--list", listing, "--image-root", tmp_path)
     line = only_error_line(proc, EXIT_DATA)
     assert line.startswith(f"allnc: {listing}") and f"image file {tmp_path / 'cats/1.png'} does not exist" in line
 
@@ -93,10 +108,10 @@ def test_an_unreachable_tracking_server_stops_training_before_it_starts(tmp_path
     assert not (tmp_path / "run").exists()
 
 
-def test_a_sweep_stops_on_an_unreachable_tracking_server_before_ray_starts(tmp_path):
+def test_a_sweep_stops_on_an_unreachable_tracking_server_before_ray_starts(tmp_path, capsys):
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = allnc("sweep", ROOT / "jobs" / "configs" / "sweeps" / "digits_allnc.yaml", "--out", tmp_path / "sweep",
-                 f"tracking.mlflow_uri={uri}", check=False)
+    proc = allnc_here(capsys, "sweep", ROOT / "jobs" / "configs" / "sweeps" / "digits_allnc.yaml", "--out",
+                      tmp_path / "sweep", f"tracking.mlflow_uri={uri}")
     assert only_error_line(proc, EXIT_TRACKING).startswith(f"allnc: tracking server {uri} does not answer")
     assert not (tmp_path / "sweep").exists()
 

@@ -7,6 +7,7 @@ One cluster is started for the whole module (about 20 s on 2 cores) and always s
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,8 @@ DOWN = ROOT / "cluster" / "down.sh"
 JOB_ARGS = ("--out", "{out}", "train.checkpoint_every_steps=50")
 MAX_JOB_LOG_LINES = 60  # up to and including the results table
 # A job reading a shard set with a corrupt shard; it must fail and say which shard.
-BAD_DATA_JOB_ARGS = ("--data", "{data}", "--out", "{out}", "--methods", "ce", "train.epochs=1", "model.width=8")
+BAD_DATA_JOB_ARGS = ("--data", "{data}", "--out", "{out}", "--methods", "ce", "train.epochs=1", "model.width=8",
+                     "tracking.experiment=corrupt")
 RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")  # a line Ray forwards from one of its processes
 
 SERVER_TIMEOUT = "120"  # seconds up.sh waits for each server to answer
@@ -240,6 +243,11 @@ def test_job_submit_runs_the_demo_and_its_log_reads_in_one_screen(cluster):
 
     run = cluster.tmp / "job_out" / "allnc"
     assert "source: shards" in (run / "config.yaml").read_text()
+    assert (cluster.tmp / "job_out" / "shards" / "train" / "index.json").is_file()
+    assert json.loads((run / "report.json").read_text())["workers"] == 2
+    assert [line.split("|")[1].strip() for line in lines[table_rows[0] + 2:table_rows[-1] + 1]] == ["AllNC", "CE"]
+    for name in ("heatmap_classifier.png", "heatmap_class_means.png"):
+        assert (cluster.tmp / "job_out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps = [load_checkpoint(path)["step"] for path in run.glob("ray/**/checkpoint.pt")]
     assert any(step % 4 for step in steps) and max(steps) == 240, steps
 
@@ -254,6 +262,16 @@ def test_job_with_a_corrupt_shard_ends_with_one_line_naming_it(cluster, digits_s
     own = [line for line in logs.splitlines() if not RAY_PREFIX.match(line)]
     assert not any("Traceback" in line for line in own), logs
     assert any(line.startswith(f"digits_lt.py: checksum mismatch: {shard} ") for line in own), logs
+    # Its MLflow run, on the cluster's server, says so.
+    server = cluster.client_env["MLFLOW_TRACKING_URI"]
+    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=corrupt") as r:
+        experiment_id = json.loads(r.read())["experiment"]["experiment_id"]
+    search = urllib.request.Request(f"{server}/api/2.0/mlflow/runs/search", method="POST",
+                                    data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+                                    headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(search) as r:
+        (run,) = json.loads(r.read())["runs"]
+    assert run["info"]["status"] == "FAILED", run["info"]
 
 
 def test_every_listener_is_on_loopback(cluster):

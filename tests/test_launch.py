@@ -40,6 +40,14 @@ def test_a_ray_job_validates_its_configs_as_the_shard_streaming_runs_they_become
         job_configs(CONFIG, job_args("--local", "train.checkpoint_every_steps=10"), "ce")
 
 
+def test_zero_3_is_judged_per_method_not_by_the_base_configs_preset():
+    # digits_lt.yaml names AllNC, whose P2P refuses ZeRO-3; a CE-only job at stage 3 is fine.
+    configs, _ = job_configs(CONFIG, job_args("--methods", "ce", "--zero-stage", "3"), None)
+    assert configs["ce"].distributed.zero_stage == 3
+    with pytest.raises(ConfigError, match="zero_stage=3"):
+        job_configs(CONFIG, job_args("--methods", "allnc", "--zero-stage", "3"), None)
+
+
 def test_overrides_may_follow_the_flags():
     args = job_args("optim.lr=0.02", "--local", "train.epochs=3", "--methods", "ce")
     assert args.local and args.methods == "ce" and args.overrides == ["optim.lr=0.02", "train.epochs=3"]

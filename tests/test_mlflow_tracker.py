@@ -241,3 +241,22 @@ def test_tracking_defaults_to_the_environment_or_sqlite_in_the_working_directory
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5001"
     assert resolve_tracking_uri("sqlite:////data/runs.db") == "sqlite:////data/runs.db"
+
+
+def test_a_run_that_stops_on_an_error_is_marked_failed(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from allnc_dist.config import load_config
+    from allnc_dist.engine.step import NonFiniteLossError
+    from allnc_dist.engine.trainer import train_locally
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(Path(__file__).parents[1] / "jobs" / "configs" / "digits_lt.yaml",
+                      ["model.width=8", "train.epochs=1", "optim.lr=1e30", "optim.warmup_epochs=0",
+                       "tracking.system_metrics=false", f"tracking.mlflow_uri={uri}", "tracking.experiment=nan"])
+    with pytest.raises(NonFiniteLossError):
+        train_locally(cfg, tmp_path / "run")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("nan").experiment_id])
+    assert run.info.status == "FAILED"

@@ -127,7 +127,10 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     run_dir = Path(run_dir).resolve()
     cfg = cfg.model_copy(deep=True)
     cfg.tracking.mlflow_uri = resolve_tracking_uri(cfg.tracking.mlflow_uri)  # the same store from every node
-    mlflow_run_id = open_mlflow_run(cfg, RunDirectory(run_dir), parent_run_id)
+    # The driver opens (or finds again) the MLflow run: it outlives worker-group restarts, so every
+    # restart continues this one run, which rank 0 logs to; and it marks the run FAILED if the workers fail.
+    tracker = open_run_tracker(cfg, RunDirectory(run_dir), parent_run_id=parent_run_id)
+    mlflow_run_id = tracker.run_id if tracker is not None else None
     storage = storage_location(d.storage_path, run_dir)
     resources = {"GPU": d.gpus_per_worker} if d.gpus_per_worker > 0 else {}
     resources["CPU"] = d.cpus_per_worker
@@ -145,14 +148,12 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
         torch_config=file_rendezvous_config(run_dir / "rendezvous") if use_file_rendezvous else None,
     )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
+    try:
+        result = trainer.fit()  # Ray Train V2 raises a failed run's error here
+        if result.error is not None:
+            raise result.error
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     return TrainResult.load(run_dir)
-
-
-def open_mlflow_run(cfg: RunConfig, run_dir: RunDirectory, parent_run_id: str | None) -> str | None:
-    """Create (or find again) the run's MLflow run here, in the driver, which outlives worker-group
-    restarts: every restart of the workers then continues this one run. Rank 0 logs to it."""
-    tracker = open_run_tracker(cfg, run_dir, parent_run_id=parent_run_id)
-    return tracker.run_id if tracker is not None else None

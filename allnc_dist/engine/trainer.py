@@ -89,8 +89,17 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- the loop
     def fit(self) -> TrainResult | None:
-        """Train to the last epoch; rank 0 returns the result, the other ranks None."""
+        """Train to the last epoch; rank 0 returns the result, the other ranks None. A run that stops
+        on an error is marked FAILED in MLflow (a resume reopens it)."""
         self.start_run()
+        try:
+            return self.train_to_the_end()
+        except BaseException as exc:
+            if self.tracker is not None:
+                self.tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+
+    def train_to_the_end(self) -> TrainResult | None:
         started, final = time.time(), None
         while self.epoch < self.cfg.train.epochs:
             metrics = self.train_epoch()
