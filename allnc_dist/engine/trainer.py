@@ -81,6 +81,8 @@ class Trainer:
                                                  build_scheduler(cfg, optimizer, updates_per_epoch))
         if self.checkpoint is not None:
             self.restore(self.checkpoint)
+            # Keep where the run resumed from, not a second copy of its weights for the whole run.
+            self.checkpoint = Checkpoint({}, self.checkpoint.where, self.checkpoint.own)
         self.checkpoints = CheckpointSchedule(cfg.train, self.steps_per_epoch)
         self.progress = Progress(cfg.name, cfg.train.epochs, self.steps_per_epoch, shown=runtime.rank == 0)
         self.faults = FaultPlan.from_env()
