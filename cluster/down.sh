@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local Ray head and MLflow server that cluster/up.sh started, and nothing else.
+# Stop the Ray head and MLflow server that cluster/up.sh started (or the Ray node cluster/join.sh
+# started), and nothing else.
 #
 # up.sh starts each of them as the leader of a new session; every process Ray spawns for this
 # head (GCS, raylet, dashboard, agents, workers, job drivers) stays in that session, while other
@@ -84,5 +85,6 @@ stop_session() {
 # last. Signalled all at once, some of these processes hang until SIGKILL.
 stop_session "MLflow server" "$STATE/mlflow.pid" mlflow "bin/mlflow server" ""
 stop_session "Ray head" "$STATE/ray.sid" ray /raylet/raylet gcs_server
+stop_session "Ray node" "$STATE/node.sid" ray /raylet/raylet ""
 rm -f "$STATE/ray.pids"
 echo "Local cluster stopped (logs kept in $STATE/logs)."

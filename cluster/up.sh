@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Start a local Ray head and an MLflow tracking server, both bound to 127.0.0.1 only.
+# Start a Ray head and an MLflow tracking server, both bound to 127.0.0.1 only unless ALLNC_HOST
+# names another address (the head of a multi-node cluster: other nodes join it with cluster/join.sh).
 #
 #   cluster/up.sh              # start (or report the copy already running)
 #   source .cluster/env.sh     # point `ray job submit` and MLflow clients at it
 #   cluster/down.sh            # stop what this script started
 #
 # Settings (environment variables, all optional):
+#   ALLNC_HOST                 the address the servers bind and advertise (127.0.0.1). Another
+#                              address exposes the GCS, the job server and MLflow on that network:
+#                              see docs/scale.md for the ports a firewall must open.
 #   ALLNC_CLUSTER_DIR          state folder: PID files, logs, env.sh, token, mlflow.db
 #                              (default: $PWD/.cluster)
 #   ALLNC_RAY_PORT             GCS port of the Ray head (6379)
@@ -32,24 +36,11 @@ CLIENT_PORT=${ALLNC_RAY_CLIENT_PORT:-10001}
 AGENT_PORT=${ALLNC_DASHBOARD_AGENT_PORT:-52365}
 MLFLOW_PORT=${ALLNC_MLFLOW_PORT:-5000}
 TIMEOUT=${ALLNC_START_TIMEOUT:-120}
-HOST=127.0.0.1
+HOST=${ALLNC_HOST:-127.0.0.1}
 
-die() { echo "up.sh: error: $*" >&2; exit 1; }
-
-# --- tools -----------------------------------------------------------------------------------
-if [[ -n ${ALLNC_PYTHON_BIN:-} ]]; then
-    BIN=$ALLNC_PYTHON_BIN
-else
-    PYTHON_ON_PATH=$(command -v python || command -v python3 || true)
-    [[ -n $PYTHON_ON_PATH ]] || die "no python on PATH; activate the project venv or set ALLNC_PYTHON_BIN"
-    BIN=$(dirname "$PYTHON_ON_PATH")
-fi
-PY=$BIN/python
-[[ -x $PY ]] || PY=$BIN/python3
-for tool in "$PY" "$BIN/ray" "$BIN/mlflow"; do
-    [[ -x $tool ]] || die "$tool not found; install the project (make install) or set ALLNC_PYTHON_BIN"
-done
-command -v setsid >/dev/null || die "setsid (util-linux) is required"
+# shellcheck source=cluster/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+find_tools up.sh mlflow
 
 # --- state folder ----------------------------------------------------------------------------
 mkdir -p "$STATE/logs" "$STATE/mlartifacts"
@@ -57,43 +48,13 @@ STATE=$(cd "$STATE" && pwd)
 LOGS=$STATE/logs
 TOKEN=$STATE/ray_auth_token
 
-choose_ray_temp() {
-    if [[ -n ${RAY_TMPDIR:-} ]]; then
-        RAY_TEMP=$RAY_TMPDIR
-    elif (( ${#STATE} <= 36 )); then
-        RAY_TEMP=$STATE/ray
-    else
-        # Ray puts Unix sockets under <temp>/session_<timestamp>/sockets/; their paths must stay
-        # under 108 bytes, so a deep state folder gets a short temp folder keyed on its path.
-        RAY_TEMP=/tmp/allnc-ray-$(id -u)-$(printf '%s' "$STATE" | cksum | cut -d' ' -f1)
-    fi
-    mkdir -p "$RAY_TEMP"
-    RAY_TEMP=$(cd "$RAY_TEMP" && pwd)
-}
-
 # The Ray head and the MLflow server start with this environment; Ray's workers, and so the
 # jobs, inherit it.
-export RAY_USAGE_STATS_ENABLED=0
+ray_environment
 export MLFLOW_DISABLE_TELEMETRY=true
-export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$TOKEN
-# Without this, Ray swaps --node-ip-address 127.0.0.1 for the machine's LAN address, and its gRPC
-# servers (GCS, raylet, workers) then listen on every interface.
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-# Collective traffic of local jobs stays on loopback too.
-export GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
-export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
 
 # --- liveness --------------------------------------------------------------------------------
-# session_pids SID PATTERN: processes of session SID whose command line contains PATTERN.
-session_pids() {
-    local pid cmd
-    # Zombies (state Z) are skipped: they hold no ports and wait only for their parent.
-    for pid in $(ps -eo pid=,sid=,stat= | awk -v s="$1" '$2 == s && $3 !~ /^Z/ {print $1}'); do
-        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || continue
-        if [[ $cmd == *"$2"* ]]; then echo "$pid"; fi
-    done
-}
 ray_alive() {
     # The head is up while the GCS server of its session lives.
     [[ -s $STATE/ray.sid ]] && [[ -n $(session_pids "$(<"$STATE/ray.sid")" gcs_server) ]]
@@ -131,7 +92,7 @@ check_free() {
         if "$PY" -c 'import socket, sys
 s = socket.socket()
 s.settimeout(2)
-sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)' "$port"; then
+sys.exit(0 if s.connect_ex((sys.argv[2], int(sys.argv[1]))) == 0 else 1)' "$port" "$HOST"; then
             die "port $port ($name) is already in use on $HOST; pick another with the ALLNC_*_PORT variables"
         fi
     done
@@ -173,8 +134,11 @@ else
     # In a session of its own as well, so that its worker processes go with it. Its background
     # job runner (a pool of huey consumers, used by GenAI features only) is off unless asked for.
     export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+    # MLflow answers only the Host headers it allows (against DNS rebinding): by default localhost
+    # and private networks, which leaves out a head on another address (127.0.0.2, a public IP).
+    allowed=$HOST,$HOST:$MLFLOW_PORT,localhost,localhost:$MLFLOW_PORT,127.0.0.1,127.0.0.1:$MLFLOW_PORT
     setsid sh -c 'echo $$ >"$0"; exec "$@"' "$STATE/mlflow.pid" "$BIN/mlflow" server \
-        --host "$HOST" --port "$MLFLOW_PORT" \
+        --host "$HOST" --port "$MLFLOW_PORT" --allowed-hosts "$allowed" \
         --backend-store-uri "sqlite:///$STATE/mlflow.db" \
         --default-artifact-root "$STATE/mlartifacts" --workers 1 \
         >>"$MLFLOW_LOG" 2>&1 </dev/null &
@@ -241,7 +205,7 @@ source "$STATE/ray.conf"
     printf 'export RAY_ADDRESS=%q\n' "$HOST:$RAY_PORT"
     echo "export RAY_AUTH_MODE=token"
     printf 'export RAY_AUTH_TOKEN_PATH=%q\n' "$TOKEN"
-    echo "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
+    echo "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     echo "export RAY_USAGE_STATS_ENABLED=0"
     printf 'export MLFLOW_TRACKING_URI=%q\n' "http://$HOST:$MLFLOW_PORT"
     echo "export MLFLOW_DISABLE_TELEMETRY=true"

@@ -76,7 +76,3 @@ def test_cli_exits_2_with_the_message_before_any_work(capsys):
     assert "optim.lr: Input should be greater than 0" in capsys.readouterr().err
 
 
-def test_zero3_with_p2p_is_refused_before_any_work():
-    with pytest.raises(ConfigError, match="zero_stage=3"):
-        load_config(None, ["distributed.zero_stage=3"])
-    assert load_config(None, ["distributed.zero_stage=3", "method.preset=ce"]).distributed.zero_stage == 3

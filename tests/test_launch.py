@@ -40,12 +40,9 @@ def test_a_ray_job_validates_its_configs_as_the_shard_streaming_runs_they_become
         job_configs(CONFIG, job_args("--local", "train.checkpoint_every_steps=10"), "ce")
 
 
-def test_zero_3_is_judged_per_method_not_by_the_base_configs_preset():
-    # digits_lt.yaml names AllNC, whose P2P refuses ZeRO-3; a CE-only job at stage 3 is fine.
-    configs, _ = job_configs(CONFIG, job_args("--methods", "ce", "--zero-stage", "3"), None)
-    assert configs["ce"].distributed.zero_stage == 3
-    with pytest.raises(ConfigError, match="zero_stage=3"):
-        job_configs(CONFIG, job_args("--methods", "allnc", "--zero-stage", "3"), None)
+def test_zero_3_applies_to_every_method_of_a_job():
+    configs, _ = job_configs(CONFIG, job_args("--methods", "allnc,ce", "--zero-stage", "3"), None)
+    assert [cfg.distributed.zero_stage for cfg in configs.values()] == [3, 3]
 
 
 def test_overrides_may_follow_the_flags():

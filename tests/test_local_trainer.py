@@ -11,7 +11,8 @@ import torch
 from allnc_dist.cli import main
 from allnc_dist.config import load_config
 from allnc_dist.engine.checkpoint import load_checkpoint
-from allnc_dist.engine.trainer import train_locally
+from allnc_dist.engine.local_runtime import LocalRuntime
+from allnc_dist.engine.trainer import Trainer, train_locally
 from allnc_dist.engine.step import NonFiniteLossError
 from tests.cli import allnc
 
@@ -65,6 +66,30 @@ def test_crash_mid_checkpoint_then_resume_matches_the_uninterrupted_run(uninterr
 
 
 # The refusals are checked in this process: the command line's own `main`, without a process start.
+class ReportWatcher:
+    """LocalRuntime that notes, at every report, which of the run's outputs are already on disk."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self.runtime, self.seen = runtime, []
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+    def report(self, metrics: dict, checkpoint: dict | None = None) -> None:
+        folder = self.runtime.run_dir.path
+        self.seen.append((metrics["epoch"], (folder / "report.json").exists(), (folder / "model.pt").exists()))
+        self.runtime.report(metrics, checkpoint)
+
+
+def test_the_last_epoch_is_reported_after_the_outputs_are_written(tmp_path):
+    # A sweep's scheduler may stop a trial on its last report (ASHA's top rung can be max_t): the
+    # trial must have written its report and model by then, and ended its MLflow run.
+    cfg = load_config(CONFIG, ["model.width=8", "train.epochs=2", "train.eval_every=1", *UNTRACKED])
+    watcher = ReportWatcher(LocalRuntime(cfg, tmp_path / "run"))
+    Trainer(cfg, tmp_path / "run", watcher).fit()
+    assert watcher.seen == [(1, False, False), (2, True, True)]
+
+
 def test_a_new_run_never_overwrites_an_existing_one(uninterrupted, capsys):
     before = (uninterrupted / "metrics.jsonl").read_text()
     code = main(["train", "--config", str(CONFIG), "--run-dir", str(uninterrupted), *SMALL])

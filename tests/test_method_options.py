@@ -109,7 +109,7 @@ def test_branch_nc3_is_zero_when_each_centred_classifier_matches_its_centred_mea
     means = [centred(class_means(f, labels, 4)) for f in features]
     # Branch 0: W = 2 * centred means + a common shift (centring removes it): NC3 0. Branch 1: W = -means.
     classifiers = [2 * means[0] + 3.0, -means[1]]
-    values = branch_nc3(torch.cat(features, dim=1), labels, classifiers)
+    values = branch_nc3(class_means(torch.cat(features, dim=1), labels, 4), classifiers)
     assert values[0] == pytest.approx(0.0, abs=1e-12)
     assert values[1] == pytest.approx(4.0)  # || -u - u ||^2 with ||u||_F = 1
     # The uncentred NC3 sees the shift the centred one removes.
@@ -118,4 +118,4 @@ def test_branch_nc3_is_zero_when_each_centred_classifier_matches_its_centred_mea
 
 def test_branch_nc3_checks_the_widths():
     with pytest.raises(ValueError, match="columns"):
-        branch_nc3(torch.randn(8, 7), torch.arange(8) % 2, [torch.randn(2, 3), torch.randn(2, 3)])
+        branch_nc3(torch.randn(2, 7), [torch.randn(2, 3), torch.randn(2, 3)])

@@ -102,6 +102,8 @@ def test_reopen_continues_the_same_run(server, tmp_path):
     second.log_metrics({"loss": 1.0}, step=2)
     second.log_metrics({"loss": 0.5}, step=3)
     assert second.finish() is None
+    assert second.has_ended()
+    second.finish("FAILED")  # an error after the end (a stopped sweep trial) leaves the status alone
 
     assert server.history(run_id, "loss") == [(0, 2.0), (1, 1.5), (2, 1.0), (3, 0.5)]
     assert server.get("runs/get", run_id=run_id)["run"]["info"]["status"] == "FINISHED"

@@ -65,11 +65,6 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _check_cross_section(self, info: ValidationInfo) -> RunConfig:
         streams_shards = self.data.source == "shards" or (info.context or {}).get(STREAMS_SHARDS, False)
-        if self.distributed.zero_stage == 3 and self.method.p2p.weight > 0:
-            raise ValueError(
-                "distributed.zero_stage=3 partitions the classifier weights, which P2P reads outside the forward "
-                "pass: use ZeRO stage 0-2 for AllNC, or method.p2p.weight=0"
-            )
         if self.train.checkpoint_every_steps and not streams_shards:
             raise ValueError(
                 "train.checkpoint_every_steps needs a run that streams shards (data.source='shards', or a job on "

@@ -55,6 +55,11 @@ class DataConfig(Section):
     epoch_length: int | None = Field(None, ge=1, description="Samples per rank and epoch in resampled mode.")
     on_bad_sample: Literal["raise", "skip"] = "raise"
     verify_checksums: bool = Field(True, description="Check each shard's sha256 against index.json once per process.")
+    builtin_sha256: str | None = Field(
+        None, description="Set by the jobs that write the built-in dataset data.name as shards: the sha256 of the "
+        "set's index files. A Ray node that cannot see data.shards writes the set again into its own scratch "
+        "folder and checks it against this.",
+    )
 
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
@@ -105,6 +110,10 @@ class DistributedConfig(Section):
     gpus_per_worker: float = Field(0.0, ge=0.0, description="0: CPU workers (gloo); else NCCL.")
     cpus_per_worker: float = Field(1.0, gt=0.0, description="Logical CPUs Ray reserves per worker.")
     zero_stage: Literal[0, 1, 2, 3] = 1
+    zero3_persistence_threshold: int = Field(
+        100_000, ge=0, description="ZeRO-3 keeps parameters with at most this many elements whole on every "
+        "rank (DeepSpeed's stage3_param_persistence_threshold); 0 partitions every parameter.",
+    )
     grad_accumulation: int = Field(1, ge=1, description="Batches per optimiser update (DeepSpeed).")
     storage_path: str | None = Field(
         None, description="Ray Train's checkpoint storage: shared (NFS, S3) for multi-node; default <run dir>/ray."
@@ -114,7 +123,8 @@ class DistributedConfig(Section):
         False, description="After every step, check that parameters and class means agree on all ranks (debugging)."
     )
     rendezvous: Literal["auto", "file", "tcp"] = Field(
-        "auto", description="auto: a file store on one node (no port opened), Ray's TCP rendezvous across nodes."
+        "auto", description="auto: a file store when the workers share one node (no port opened), Ray's TCP "
+        "rendezvous when they span nodes; decided where they are placed, at every (re)start."
     )
 
     @model_validator(mode="after")

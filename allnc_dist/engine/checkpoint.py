@@ -24,6 +24,7 @@ from ..config import TrainConfig
 from ..durable_files import atomic_output
 
 CHECKPOINT_FILE = "checkpoint.pt"
+OUTPUTS_FOLDER = "outputs"  # in a Ray run's checkpoints: the run folder as it stood (all its outputs at the end)
 FORMAT_VERSION = 2  # 1: the engines' former formats (a DeepSpeed folder under Ray), not readable here
 
 

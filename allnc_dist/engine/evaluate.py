@@ -16,7 +16,16 @@ from typing import Iterable, Sequence
 import torch
 
 from ..method.network import BranchedNetwork
-from ..metrics import accuracy_by_split, branch_nc3, class_means, class_splits, nc_metrics, per_class_accuracy
+from ..metrics import (
+    SumOverRanks,
+    accuracy_per_class,
+    branch_nc3,
+    class_hits,
+    class_means,
+    class_splits,
+    nc_metrics,
+    split_accuracies,
+)
 
 
 @dataclass
@@ -44,7 +53,9 @@ def collect_outputs(
         features.append(torch.cat([f.float() for f in out.features], dim=1).cpu())
         labels.append(targets)
     model.train(was_training)
-    return Outputs(torch.cat(logits), torch.cat(features), torch.cat(labels))
+    labels = torch.cat(labels)
+    kept = labels >= 0  # a negative label marks a padding sample (engine/streams.py)
+    return Outputs(torch.cat(logits)[kept], torch.cat(features)[kept], labels[kept])
 
 
 def branch_classifiers(model: BranchedNetwork) -> list[torch.Tensor]:
@@ -57,10 +68,10 @@ def inference_classifier(model: BranchedNetwork) -> torch.Tensor:
     return torch.cat(branch_classifiers(model), dim=1)
 
 
-def centred_nc3(model: BranchedNetwork, train: Outputs) -> dict[str, float]:
+def centred_nc3(model: BranchedNetwork, means: torch.Tensor) -> dict[str, float]:
     """NC3 per branch with centred classifier and means (what P2P aligns), and its mean over branches:
     nc3_centred, plus nc3_centred_conventional / _rebalancing with two branches."""
-    values = branch_nc3(train.features, train.labels, branch_classifiers(model))
+    values = branch_nc3(means, branch_classifiers(model))
     metrics = {"nc3_centred": sum(values) / len(values)}
     if len(values) == 2:
         metrics.update(nc3_centred_conventional=values[0], nc3_centred_rebalancing=values[1])
@@ -83,15 +94,19 @@ def evaluate(
     alpha: float,
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
+    sum_over_ranks: SumOverRanks | None = None,
 ) -> Evaluation:
-    splits = class_splits(class_counts)
+    """The metrics of the samples the loaders yield; with `sum_over_ranks`, of the samples every rank's
+    loaders yield (each rank its own share of the splits): every count and sum is added up over the
+    ranks, so every rank gets the metrics of the whole splits."""
+    total = sum_over_ranks or (lambda tensor: tensor)
+    splits, num_classes = class_splits(class_counts), len(class_counts)
     test = collect_outputs(model, test_loader, alpha, device, autocast)
-    predictions = test.logits.argmax(1)
-    metrics = {f"acc_{k}": v for k, v in accuracy_by_split(predictions, test.labels, splits).items()}
-    per_class = per_class_accuracy(predictions, test.labels, len(class_counts))
+    hits, totals = (total(counts) for counts in class_hits(test.logits.argmax(1), test.labels, num_classes))
+    metrics = {f"acc_{k}": v for k, v in split_accuracies(hits, totals, splits).items()}
     train = collect_outputs(model, train_eval_loader, alpha, device, autocast)
     classifier = inference_classifier(model)
-    metrics.update(nc_metrics(train.features, train.labels, classifier, few_classes=splits["few"]))
-    metrics.update(centred_nc3(model, train))
-    means = class_means(train.features, train.labels, len(class_counts))
-    return Evaluation(metrics, classifier, means, per_class)
+    metrics.update(nc_metrics(train.features, train.labels, classifier, splits["few"], total))
+    means = class_means(train.features.double(), train.labels, num_classes, total)
+    metrics.update(centred_nc3(model, means))
+    return Evaluation(metrics, classifier, means.float(), accuracy_per_class(hits, totals))

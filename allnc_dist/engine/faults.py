@@ -1,5 +1,6 @@
 """Fault injection for the crash-safety and fault-tolerance tests: a test-only hook, set through the
-ALLNC_FAULT environment variable and never through the run's config.
+ALLNC_FAULT environment variable of the training process (for Ray workers: the job's runtime_env
+env_vars) and never through the run's config.
 
     ALLNC_FAULT="exit_at_step=6,rank=1"                     rank 1 exits at step 6 (a fresh run only)
     ALLNC_FAULT="crash_in_checkpoint_write_at_epoch=4"      killed half-way through epoch 4's checkpoint

@@ -6,22 +6,29 @@
 - **Restarts.** `FailureConfig(max_failures=distributed.max_failures)` restarts the worker group after a
   worker dies; the workers then resume from the latest reported checkpoint, and rank 0 says so. Fitting again with the
   same Ray run name and storage path (the same run directory) resumes too.
-- **Rendezvous.** On one node, the workers meet through a `file://` store, which opens no port (Ray's
-  default TCPStore listens on every interface). Across nodes they use Ray's TCP rendezvous.
+- **Rendezvous.** Workers that all run on one node meet through a `file://` store, which opens no
+  port (Ray's default TCPStore listens on every interface); across nodes, through Ray's TCP rendezvous.
+  The choice follows where the workers are placed, at every (re)start.
+- **Several nodes.** Ray Train's storage must be declared shared (`distributed.storage_path`) and
+  MLflow a server; a built-in dataset the driver wrote is written again on the nodes that lack it
+  (`data/builtin_shards.py`); the run's outputs come back with its last checkpoint.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..tracking import RunDirectory, open_run_tracker, resolve_tracking_uri
-from .faults import FAULT_ENV
+from .checkpoint import OUTPUTS_FOLDER
 from .trainer import TrainResult
 
 LOOPBACK = "127.0.0.1"
@@ -46,14 +53,16 @@ def ensure_ray(num_cpus_needed: float) -> None:
              include_dashboard=True, dashboard_host=LOOPBACK, log_to_driver=True)
 
 
-def one_node() -> bool:
+def worker_node_id() -> str:
     import ray  # noqa: PLC0415
 
-    return sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+    return ray.get_runtime_context().get_node_id()
 
 
-def file_rendezvous_config(rendezvous_dir: Path):
-    """A TorchConfig whose workers rendezvous through a fresh file in `rendezvous_dir` (one node only)."""
+def rendezvous_config(mode: str):
+    """A TorchConfig whose workers meet, at every (re)start, according to where they run: all on one
+    node, through a fresh file in that node's temp folder (no port opened: Ray's TCPStore listens on
+    every interface); across nodes, through Ray's TCP rendezvous at rank 0's node address."""
     import ray  # noqa: PLC0415
     from ray.train.torch import TorchConfig  # noqa: PLC0415
     from ray.train.torch.config import (  # noqa: PLC0415
@@ -62,12 +71,19 @@ def file_rendezvous_config(rendezvous_dir: Path):
         _TorchBackend,
     )
 
-    class FileRendezvousBackend(_TorchBackend):
+    class NodeAwareRendezvous(_TorchBackend):
         def on_start(self, worker_group, backend_config) -> None:
+            nodes = len(set(worker_group.execute(worker_node_id)))
+            if mode == "tcp" or (mode == "auto" and nodes > 1):
+                super().on_start(worker_group, backend_config)
+                return
+            if nodes > 1:
+                raise ConfigError(f"distributed.rendezvous=file needs every worker on one node; these "
+                                  f"{len(worker_group)} workers run on {nodes} nodes (use auto or tcp)")
             use_gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
             backend = backend_config.backend or ("nccl" if use_gpu else "gloo")
-            rendezvous_dir.mkdir(parents=True, exist_ok=True)
-            url = f"file://{rendezvous_dir / f'rendezvous-{uuid.uuid4().hex}'}"  # fresh for every (re)start
+            folder = worker_group.execute_single(0, tempfile.gettempdir)
+            url = f"file://{Path(folder) / f'allnc-rendezvous-{uuid.uuid4().hex}'}"
             worker_group.execute(_set_torch_distributed_env_vars)
             ray.get([
                 worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
@@ -77,12 +93,47 @@ def file_rendezvous_config(rendezvous_dir: Path):
             ])
 
     @dataclass
-    class FileRendezvousTorchConfig(TorchConfig):
+    class NodeAwareTorchConfig(TorchConfig):
         @property
         def backend_cls(self):
-            return FileRendezvousBackend
+            return NodeAwareRendezvous
 
-    return FileRendezvousTorchConfig()
+    return NodeAwareTorchConfig()
+
+
+def alive_node_addresses() -> list[str]:
+    import ray  # noqa: PLC0415
+
+    return [node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")]
+
+
+def check_multi_node_storage(cfg: RunConfig, nodes: list[str]) -> None:
+    """On a cluster of several nodes, rank 0 and the restarted workers may run on any of them: Ray
+    Train's storage must be declared shared, and MLflow a server every node reaches."""
+    if len(nodes) < 2:
+        return
+    where = f"this Ray cluster has {len(nodes)} nodes"
+    if not cfg.distributed.storage_path:
+        raise ConfigError(f"{where}, and Ray Train's checkpoints would go to the run folder on this node: set "
+                          "distributed.storage_path (--storage-path) to a folder every node mounts (NFS) or a URI "
+                          "Ray Train supports (s3://, gs://)")
+    if not cfg.tracking.enabled:
+        return
+    uri = cfg.tracking.mlflow_uri or ""
+    if urlparse(uri).scheme not in ("http", "https"):
+        raise ConfigError(f"{where}, and tracking.mlflow_uri={uri} is a store on this node while rank 0 may run on "
+                          "another: log to an MLflow server (http://..., cluster/up.sh starts one)")
+    host = urlparse(uri).hostname or ""
+    if is_loopback(host) and not all(is_loopback(address) for address in nodes):
+        raise ConfigError(f"{where}, and tracking.mlflow_uri={uri} is a loopback address the other nodes do not "
+                          "reach: use the server's address on the cluster network")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def storage_location(storage_path: str | None, run_dir: Path) -> str:
@@ -95,13 +146,14 @@ def storage_location(storage_path: str | None, run_dir: Path) -> str:
     return str(Path(storage_path).resolve())
 
 
-def quiet_ray_train(single_node: bool) -> None:
+def quiet_ray_train() -> None:
     """Settings Ray Train passes from this driver to its controller and workers. Its print patch
-    would send every worker print twice (to the console and through the logger); its preemption
-    watcher cannot help where no other node exists and logs an error at every start."""
+    would send every worker print twice (to the console and through the logger). Its preemption
+    watcher (a restart ahead of a node's announced drain) logs an error from the controller at every
+    start; a lost node is survived without it, through FailureConfig's restart from the last
+    checkpoint. Setting either variable in the job's environment overrides this."""
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    if single_node:
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def ray_run_name(run_dir: Path) -> str:
@@ -135,25 +187,35 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     resources = {"GPU": d.gpus_per_worker} if d.gpus_per_worker > 0 else {}
     resources["CPU"] = d.cpus_per_worker
     ensure_ray(d.num_workers * d.cpus_per_worker)
-    single_node = one_node()
-    use_file_rendezvous = d.rendezvous == "file" or (d.rendezvous == "auto" and single_node)
-    quiet_ray_train(single_node)
+    nodes = alive_node_addresses()
+    check_multi_node_storage(cfg, nodes)
+    quiet_ray_train()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
-                           "fault": os.environ.get(FAULT_ENV)},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id},
         scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
-        torch_config=file_rendezvous_config(run_dir / "rendezvous") if use_file_rendezvous else None,
+        torch_config=rendezvous_config(d.rendezvous),
     )
     try:
         result = trainer.fit()  # Ray Train V2 raises a failed run's error here
         if result.error is not None:
             raise result.error
     except BaseException as exc:
-        if tracker is not None:
+        # Not over a run rank 0 ended: a sweep's scheduler may stop a trial on its last report.
+        if tracker is not None and not tracker.has_ended():
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    take_outputs(result.checkpoint, run_dir)
     return TrainResult.load(run_dir)
+
+
+def take_outputs(checkpoint, run_dir: Path) -> None:
+    """Copy the run's outputs from its last checkpoint (in Ray's storage) into `run_dir` on this node:
+    rank 0 wrote them on its own node, which may not be this one."""
+    with checkpoint.as_directory() as folder:
+        outputs = RunDirectory(Path(folder) / OUTPUTS_FOLDER)
+        if outputs.report_path.is_file():
+            outputs.copy_outputs(run_dir)

@@ -8,8 +8,9 @@ rank in the same order every step. Parameters are broadcast by DeepSpeed at star
 classifier is a buffer built from the same seed on every rank, so it is identical everywhere.
 
 Every rank reports at the same steps (`ray.train.report` is a barrier). Rank 0 writes the
-checkpoint file and the run directory. Evaluation runs on rank 0, except under ZeRO-3, where every
-rank must take part in each forward pass.
+checkpoint file and the run directory. Every rank evaluates its own share of the evaluated splits (in
+the same number of batches, as ZeRO-3's forward passes are collective), and the counts and sums of the
+metrics are all-reduced: every rank holds the metrics of the whole splits, rank 0 reports them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..config import RunConfig
 from ..data import LongTailData
+from ..data.builtin_shards import shards_on_this_node
 from ..method.objective import AllNCObjective
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from .faults import FAULT_ENV
+from ..tracking import RunDirectory
+from .checkpoint import CHECKPOINT_FILE, OUTPUTS_FOLDER, load_checkpoint, save_checkpoint
 from .local_runtime import autocast_for
 from .runtime import Checkpoint
 from .streams import ShardStreams, TrainingStreams
@@ -43,7 +45,7 @@ def deepspeed_config(cfg: RunConfig) -> dict:
     config = {
         "train_micro_batch_size_per_gpu": cfg.data.batch_size,
         "gradient_accumulation_steps": d.grad_accumulation,
-        "zero_optimization": {"stage": d.zero_stage},
+        "zero_optimization": {"stage": d.zero_stage, "stage3_param_persistence_threshold": d.zero3_persistence_threshold},
         # bf16 on GPU is torch autocast in the step (as in the local runtime), over fp32 weights: the
         # inputs need no cast and the class means stay fp32. DeepSpeed's own bf16 mode stays off.
         "bf16": {"enabled": False},
@@ -161,15 +163,18 @@ def check_consistency(model: torch.nn.Module, objective: AllNCObjective, step: i
 class RayDeepSpeedRuntime:
     restarts_in_place = True  # a restarted worker group, or the same run name and storage again
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path) -> None:
+        import ray  # noqa: PLC0415
         import ray.train  # noqa: PLC0415
 
         context = ray.train.get_context()
-        self.cfg = cfg
+        self.cfg, self.run_dir = cfg, RunDirectory(run_dir)  # rank 0 writes the run folder on its node
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.accumulation = cfg.distributed.grad_accumulation
         self.device = self.pick_device(context.get_local_rank())
         self.consistent_steps = 0  # steps whose parameters and class means were checked equal on all ranks
+        self.node_addresses: list[str] = [""] * self.world_size  # each rank's node, for the report
+        dist.all_gather_object(self.node_addresses, ray.util.get_node_ip_address())
 
     def pick_device(self, local_rank: int) -> torch.device:
         if self.cfg.distributed.gpus_per_worker > 0:
@@ -178,7 +183,7 @@ class RayDeepSpeedRuntime:
         return torch.device("cpu")
 
     def build_streams(self, cfg: RunConfig, data: LongTailData | None) -> TrainingStreams:
-        return ShardStreams(cfg, self.rank, self.world_size)
+        return ShardStreams(cfg.model_copy(update={"data": shards_on_this_node(cfg.data)}), self.rank, self.world_size)
 
     def optimization(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> DeepSpeedOptimization:
         import deepspeed  # noqa: PLC0415
@@ -195,22 +200,35 @@ class RayDeepSpeedRuntime:
                                                    config=deepspeed_config(self.cfg))
         finally:
             ds_logger.setLevel(level)
+        if self.cfg.distributed.zero_stage == 3:
+            # The network's forward reads its classifiers' weights outside their own forward (for
+            # P2P): DeepSpeed gathers them for the whole forward once told so.
+            for classifier in model.classifiers:
+                if isinstance(classifier.weight, torch.nn.Parameter):
+                    deepspeed.zero.register_external_parameter(model, classifier.weight)
+            model.copies_classifier_weights = True
         return DeepSpeedOptimization(engine, model, scheduler)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_for(self.device, self.cfg.train.bf16)
 
     def latest_checkpoint(self) -> Checkpoint | None:
+        """The run's last reported checkpoint; rank 0 also puts the run folder back as it was then,
+        on whichever node it now runs (rows logged after the checkpoint are dropped: they come again)."""
         import ray.train  # noqa: PLC0415
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as folder:
+            if self.rank == 0:
+                RunDirectory(Path(folder) / OUTPUTS_FOLDER).copy_outputs(self.run_dir.path)
             return Checkpoint(load_checkpoint(folder), checkpoint.path)
 
     def report(self, metrics: dict, checkpoint: dict | None = None) -> None:
-        """All ranks; rank 0 alone writes the checkpoint file into the folder it hands to Ray."""
+        """All ranks; rank 0 alone writes the checkpoint file into the folder it hands to Ray, with the
+        run folder as it stands (its outputs, once the run has finished): a restart on another node,
+        and the driver, take it from Ray's storage."""
         import ray.train  # noqa: PLC0415
 
         if checkpoint is None:
@@ -220,6 +238,7 @@ class RayDeepSpeedRuntime:
             reported = None
             if self.rank == 0:
                 save_checkpoint(checkpoint, Path(folder) / CHECKPOINT_FILE)
+                self.run_dir.copy_outputs(Path(folder) / OUTPUTS_FOLDER)
                 reported = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=reported)
 
@@ -235,12 +254,15 @@ class RayDeepSpeedRuntime:
         averaged = dict(zip(names, (losses / self.world_size).tolist()))
         return {**metrics, **averaged, "images_per_s": metrics["images_per_s"] * self.world_size}
 
-    def evaluates(self) -> bool:
-        return self.rank == 0 or self.cfg.distributed.zero_stage == 3
+    def sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        # On the worker's device: an NCCL process group has no CPU backend.
+        summed = tensor.to(self.device, copy=True)
+        dist.all_reduce(summed)
+        return summed.to(tensor.device)
 
     def describe(self) -> dict:
         return {"device": str(self.device), "workers": self.world_size, "zero_stage": self.cfg.distributed.zero_stage,
-                "consistent_steps": self.consistent_steps}
+                "consistent_steps": self.consistent_steps, "worker_nodes": self.node_addresses}
 
     def finish(self) -> None:
         dist.barrier()  # the run directory is complete before any rank returns
@@ -269,8 +291,7 @@ def quiet_worker_console(cfg: RunConfig) -> None:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train's entry point on every worker."""
-    if loop_config.get("fault"):
-        os.environ[FAULT_ENV] = loop_config["fault"]  # the test-only hook travels with the job
     cfg = RunConfig.model_validate(loop_config["config"])
     quiet_worker_console(cfg)
-    Trainer(cfg, loop_config["run_dir"], RayDeepSpeedRuntime(cfg), mlflow_run_id=loop_config.get("mlflow_run_id")).fit()
+    run_dir = loop_config["run_dir"]
+    Trainer(cfg, run_dir, RayDeepSpeedRuntime(cfg, run_dir), mlflow_run_id=loop_config.get("mlflow_run_id")).fit()

@@ -54,8 +54,8 @@ class Runtime(Protocol):
         """An epoch's metrics over all ranks: loss parts averaged (the global batch's loss), images/s summed."""
         ...
 
-    def evaluates(self) -> bool:
-        """Whether this rank takes part in evaluation."""
+    def sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank: `tensor` summed over the ranks (evaluation adds up each rank's counts and sums)."""
         ...
 
     def describe(self) -> dict:

@@ -50,6 +50,19 @@ class TrainingStreams(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+PADDING_LABEL = -1  # an evaluation sample read only to keep the ranks' batch counts equal
+
+
+def marked_padding(loader: ShardLoader, padding: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches, the labels of the last `padding` samples of the pass set to PADDING_LABEL."""
+    last = len(loader) - 1
+    for i, (images, labels) in enumerate(loader):
+        if i == last and padding:
+            labels = labels.clone()
+            labels[-padding:] = PADDING_LABEL
+        yield images, labels
+
+
 class InMemoryStreams:
     def __init__(self, cfg: RunConfig, data: LongTailData) -> None:
         self.cfg, self.data = cfg, data
@@ -98,6 +111,7 @@ class ShardStreams:
 
     def __init__(self, cfg: RunConfig, rank: int = 0, world_size: int = 1) -> None:
         d = self.data_cfg = cfg.data
+        self.rank, self.world_size = rank, world_size
         root = Path(d.shards)
         self.train_index = load_index(root / "train")
         self.eval_index = load_index(root / "test" if cfg.train.eval_split == "test" else val_split_dir(root))
@@ -128,13 +142,17 @@ class ShardStreams:
             return (Batch(x, y) for x, y in self.loaders["uniform"])
         return (Batch(x, y, xr, yr) for (x, y), (xr, yr) in zip(self.loaders["uniform"], self.loaders["rebalanced"]))
 
-    def eval_loaders(self) -> tuple[ShardLoader, ShardLoader]:
-        """Whole splits, read in one pass by this process (rank 0 of 1), last partial batch kept."""
+    def eval_loaders(self) -> tuple[Iterable, Iterable]:
+        """This rank's share of each split (every sample on exactly one rank), last partial batch kept.
+        Every rank reads as many batches (ZeRO-3's forward passes are collective): a rank whose share is
+        one short re-reads a sample, whose label is then PADDING_LABEL, and evaluation leaves it out."""
         return self._eval_loader(self.eval_index), self._eval_loader(self.train_index)
 
-    def _eval_loader(self, index: ShardIndex) -> ShardLoader:
-        stream = ShardStream(index, 0, 1, self.data_cfg.seed, self.eval_transform, **self._bad_input_policy())
-        return ShardLoader(stream, self.data_cfg.batch_size, self.data_cfg.loader_workers, drop_last=False)
+    def _eval_loader(self, index: ShardIndex) -> Iterable:
+        stream = ShardStream(index, self.rank, self.world_size, self.data_cfg.seed, self.eval_transform,
+                             **self._bad_input_policy())
+        loader = ShardLoader(stream, self.data_cfg.batch_size, self.data_cfg.loader_workers, drop_last=False)
+        return marked_padding(loader, stream.padding_per_epoch)
 
     def state_dict(self) -> dict:
         return {name: loader.state_dict() for name, loader in self.loaders.items()}

@@ -90,9 +90,9 @@ class Trainer:
         self.step_rows: list[tuple[int, dict[str, float]]] = []  # per-step losses not yet sent to MLflow
 
     # ---------------------------------------------------------------------------------- the loop
-    def fit(self) -> TrainResult | None:
-        """Train to the last epoch; rank 0 returns the result, the other ranks None. A run that stops
-        on an error is marked FAILED in MLflow (a resume reopens it)."""
+    def fit(self) -> TrainResult:
+        """Train to the last epoch and return the result (every rank holds it; rank 0 wrote the run's
+        outputs). A run that stops on an error is marked FAILED in MLflow (a resume reopens it)."""
         self.start_run()
         try:
             return self.train_to_the_end()
@@ -101,8 +101,8 @@ class Trainer:
                 self.tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
 
-    def train_to_the_end(self) -> TrainResult | None:
-        started, final = time.time(), None
+    def train_to_the_end(self) -> TrainResult:
+        started, started_at, final = time.time(), self.epoch, None
         while self.epoch < self.cfg.train.epochs:
             metrics = self.train_epoch()
             self.epoch += 1
@@ -112,11 +112,18 @@ class Trainer:
                 final = evaluation
                 self.log("eval", evaluation.metrics)
             self.progress.epoch_done(self.epoch, self.step, metrics, evaluation and evaluation.metrics)
-            self.report_epoch(evaluation)
+            if self.epoch < self.cfg.train.epochs:
+                self.report_epoch(evaluation)
+        ran_last_epoch = started_at < self.cfg.train.epochs  # false when resuming a finished run
         final = final or self.evaluate()  # a resumed, already finished run evaluates once
-        report = self.report(final, time.time() - started) if final is not None else None
-        self.finish(report, final)
-        return TrainResult(report, final, self.run_dir) if final is not None else None
+        report = self.report(final, time.time() - started)
+        self.write_outputs(report, final)
+        if ran_last_epoch:
+            # Reported once the outputs are complete: a sweep's scheduler may stop the trial on this
+            # report, and a Ray driver on another node takes the outputs from its checkpoint.
+            self.report_epoch(final)
+        self.runtime.finish()
+        return TrainResult(report, final, self.run_dir)
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
@@ -153,7 +160,8 @@ class Trainer:
         self.faults.exit_if_due(self.step, self.runtime.rank, resumed=self.restarts > 0)
 
     def report_epoch(self, evaluation: Evaluation | None) -> None:
-        """Tell the runtime where the run stands (Ray Tune reads the evaluation); checkpoint when due."""
+        """Tell the runtime where the run stands (Ray Tune reads the evaluation); checkpoint when due
+        (always after the last epoch)."""
         metrics = {"epoch": self.epoch, "step": self.step}
         if evaluation is not None:
             metrics.update({f"eval/{k}": v for k, v in evaluation.metrics.items()})
@@ -165,13 +173,12 @@ class Trainer:
     def evaluation_due(self) -> bool:
         return self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs
 
-    def evaluate(self) -> Evaluation | None:
-        """None on the ranks the runtime leaves out of evaluation."""
-        if not self.runtime.evaluates():
-            return None
+    def evaluate(self) -> Evaluation:
+        """Every rank, each over its share of the splits; every rank gets the metrics of the whole splits."""
         test, train_eval = self.streams.eval_loaders()
-        return evaluate(self.model, test, train_eval, self.class_counts, self.cfg.method.gbbn.test_alpha,
-                        self.runtime.device, self.runtime.autocast())
+        with self.optimization.full_parameters():  # the metrics read the classifiers' weights
+            return evaluate(self.model, test, train_eval, self.class_counts, self.cfg.method.gbbn.test_alpha,
+                            self.runtime.device, self.runtime.autocast(), self.runtime.sum_over_ranks)
 
     def alpha(self, progress: float) -> float:
         """GBBN's cumulative weight at `progress` epochs (1 with a single branch)."""
@@ -236,14 +243,13 @@ class Trainer:
             **self.runtime.describe(),
         }
 
-    def finish(self, report: dict | None, final: Evaluation | None) -> None:
-        """Every rank (ZeRO-3 gathers the parameters); rank 0 writes the run's outputs."""
+    def write_outputs(self, report: dict, final: Evaluation) -> None:
+        """Every rank (ZeRO-3 gathers the parameters); rank 0 writes the run's outputs and ends its MLflow run."""
         with self.optimization.full_parameters():
             if self.runtime.rank == 0:
                 write_run_outputs(self.cfg, self.run_dir, report, final, self.model_state(), self.tracker)
         if self.tracker is not None:
             self.tracker.finish()
-        self.runtime.finish()
 
     def model_state(self) -> dict:
         """The trained network with its class-mean trackers, as plain tensors (load with weights_only=True)."""

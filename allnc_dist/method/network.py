@@ -84,6 +84,10 @@ class BranchedNetwork(nn.Module):
         )
         self.has_projection = not isinstance(self.projections[0], nn.Identity)
         self.feature_dim = backbone.feature_dim
+        # Under ZeRO-3 a parameter holds its data only while a forward pass that uses it runs; the
+        # runtime then sets this, and the forward hands out copies of the classifier weights for
+        # P2P to read after it (gradients flow back through the copy).
+        self.copies_classifier_weights = False
 
     @property
     def num_branches(self) -> int:
@@ -102,7 +106,8 @@ class BranchedNetwork(nn.Module):
         return NetworkOutput(
             logits=logits,
             features=features,
-            classifier_weights=[clf.weight for clf in self.classifiers],
+            classifier_weights=[clf.weight.clone() if self.copies_classifier_weights else clf.weight
+                                for clf in self.classifiers],
             projections=[p if self.has_projection else None for p in self.projections],
         )
 

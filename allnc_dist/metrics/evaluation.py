@@ -28,11 +28,31 @@ def class_splits(train_counts: Sequence[int], many_above: int = 100, few_below: 
     return splits
 
 
-def _accuracy_percent(correct: Tensor) -> float:
-    """Percentage of True entries; NaN when there is no entry to average."""
-    if correct.numel() == 0:
-        return float("nan")
-    return 100.0 * correct.double().mean().item()
+def class_hits(predictions: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(K,) correct predictions and (K,) samples of each class, as int64 counts (which sum exactly over ranks)."""
+    if predictions.ndim != 1 or predictions.shape != labels.shape:
+        raise ValueError(
+            f"predictions and labels must both be (N,), got {tuple(predictions.shape)} and {tuple(labels.shape)}"
+        )
+    labels = labels.cpu()
+    correct = predictions.cpu() == labels
+    return torch.bincount(labels[correct], minlength=num_classes), torch.bincount(labels, minlength=num_classes)
+
+
+def _accuracy_percent(hits: Tensor, totals: Tensor) -> float:
+    """100 * sum(hits) / sum(totals); NaN when there is no sample to average."""
+    total = int(totals.sum())
+    return 100.0 * int(hits.sum()) / total if total else float("nan")
+
+
+def split_accuracies(hits: Tensor, totals: Tensor, splits: dict[str, Sequence[int]]) -> dict[str, float]:
+    """Top-1 accuracy in percent from per-class counts (`class_hits`), overall ("top1") and per split:
+    over the samples whose label is in the split; NaN when the split has no such sample."""
+    accuracies = {"top1": _accuracy_percent(hits, totals)}
+    for name, classes in splits.items():
+        chosen = torch.as_tensor(list(classes), dtype=torch.long)
+        accuracies[name] = _accuracy_percent(hits[chosen], totals[chosen])
+    return accuracies
 
 
 def accuracy_by_split(predictions: Tensor, labels: Tensor, splits: dict[str, Sequence[int]]) -> dict[str, float]:
@@ -46,22 +66,17 @@ def accuracy_by_split(predictions: Tensor, labels: Tensor, splits: dict[str, Seq
     A split's accuracy is over the test samples whose label is in the split; it is NaN when the
     split has no such sample (e.g. no Few class at all).
     """
-    if predictions.ndim != 1 or predictions.shape != labels.shape:
-        raise ValueError(
-            f"predictions and labels must both be (N,), got {tuple(predictions.shape)} and {tuple(labels.shape)}"
-        )
-    labels = labels.to(predictions.device)
-    correct = predictions == labels
-    accuracies = {"top1": _accuracy_percent(correct)}
-    for name, classes in splits.items():
-        in_split = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype, device=labels.device))
-        accuracies[name] = _accuracy_percent(correct[in_split])
-    return accuracies
+    in_splits = [int(k) for classes in splits.values() for k in classes]
+    num_classes = 1 + max([*in_splits, int(labels.max()) if labels.numel() else 0])
+    return split_accuracies(*class_hits(predictions, labels, num_classes), splits)
 
 
 def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """(K,) top-1 accuracy in percent of each class's test samples; NaN for a class with none."""
-    labels = labels.to(predictions.device)
-    correct = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels.cpu(), (predictions == labels).double().cpu())
-    total = torch.bincount(labels.cpu(), minlength=num_classes).double()
-    return torch.where(total > 0, 100.0 * correct / total.clamp(min=1), torch.full_like(total, float("nan")))
+    return accuracy_per_class(*class_hits(predictions, labels, num_classes))
+
+
+def accuracy_per_class(hits: Tensor, totals: Tensor) -> Tensor:
+    """(K,) percent from per-class counts (`class_hits`); NaN for a class with no sample."""
+    hits, totals = hits.double(), totals.double()
+    return torch.where(totals > 0, 100.0 * hits / totals.clamp(min=1), torch.full_like(totals, float("nan")))

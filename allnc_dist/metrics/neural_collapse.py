@@ -4,11 +4,15 @@ On a long-tailed training set the sample mean of all features is dominated by th
 every quantity here centres on mu_G = (1/K) sum_k mu_k and weights every class equally, whatever
 its number of samples. All arithmetic is in float64: NC1 inverts a rank-deficient matrix and the
 NC2 deviations of a well-collapsed network are small differences of cosines near -1/(K-1).
+
+Over several ranks, each holding its own samples, pass `sum_over_ranks` (a sum of a tensor over the
+ranks, such as an all-reduce): the class sums and counts, then the within-class scatter around the
+global means, are summed over the ranks, so every rank gets the metrics of all the samples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -17,6 +21,12 @@ from torch import Tensor
 # eps * lambda_max. A relative cut-off far above that noise and far below any genuine
 # between-class direction inverts exactly the span of the centred class means.
 _PINV_RTOL = 1e-8
+
+SumOverRanks = Callable[[Tensor], Tensor]  # a tensor summed over the ranks (returned, same shape and dtype)
+
+
+def _one_process(tensor: Tensor) -> Tensor:
+    return tensor
 
 
 def centred(rows: Tensor) -> Tensor:
@@ -30,18 +40,25 @@ def pairwise_cosines(rows: Tensor) -> Tensor:
     return unit_rows @ unit_rows.T
 
 
-def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """(K, D) per-class means of the features, in their dtype.
+def class_counts_and_means(features: Tensor, labels: Tensor, num_classes: int,
+                           sum_over_ranks: SumOverRanks = _one_process) -> tuple[Tensor, Tensor]:
+    """(K,) sample counts and (K, D) per-class means of the features (in their dtype), over all ranks.
 
     Raises ValueError naming the classes that have no sample, because a mean over nothing would
     silently enter every metric as a zero vector.
     """
-    counts = torch.bincount(labels, minlength=num_classes)
+    counts = sum_over_ranks(torch.bincount(labels, minlength=num_classes))
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
         raise ValueError(f"classes with no sample: {empty}")
-    sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
-    return sums / counts.unsqueeze(1).to(features.dtype)
+    sums = sum_over_ranks(features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features))
+    return counts, sums / counts.unsqueeze(1).to(features.dtype)
+
+
+def class_means(features: Tensor, labels: Tensor, num_classes: int,
+                sum_over_ranks: SumOverRanks = _one_process) -> Tensor:
+    """(K, D) per-class means of the features, in their dtype (see `class_counts_and_means`)."""
+    return class_counts_and_means(features, labels, num_classes, sum_over_ranks)[1]
 
 
 def _off_diagonal(square: Tensor) -> Tensor:
@@ -49,19 +66,18 @@ def _off_diagonal(square: Tensor) -> Tensor:
     return square[~torch.eye(square.shape[0], dtype=torch.bool, device=square.device)]
 
 
-def _within_class_covariance(features: Tensor, labels: Tensor, means: Tensor) -> Tensor:
-    """Sigma_W = (1/K) sum_k (1/n_k) sum_{i in k} (h_i - mu_k)(h_i - mu_k)^T."""
+def _within_class_covariance(features: Tensor, labels: Tensor, counts: Tensor, means: Tensor,
+                             sum_over_ranks: SumOverRanks) -> Tensor:
+    """Sigma_W = (1/K) sum_k (1/n_k) sum_{i in k} (h_i - mu_k)(h_i - mu_k)^T, with the global n_k and mu_k."""
     num_classes = means.shape[0]
     deviations = features - means[labels]
-    counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
-    sample_weights = 1.0 / (num_classes * counts[labels])
-    return (deviations * sample_weights.unsqueeze(1)).T @ deviations
+    sample_weights = 1.0 / (num_classes * counts.to(features.dtype)[labels])
+    return sum_over_ranks((deviations * sample_weights.unsqueeze(1)).T @ deviations)
 
 
-def _nc1(features: Tensor, labels: Tensor, means: Tensor, centred_means: Tensor) -> float:
+def _nc1(within: Tensor, centred_means: Tensor) -> float:
     """(1/K) Tr(Sigma_W Sigma_B^+), with Sigma_B = (1/K) sum_k mu~_k mu~_k^T."""
-    num_classes = means.shape[0]
-    within = _within_class_covariance(features, labels, means)
+    num_classes = centred_means.shape[0]
     between = centred_means.T @ centred_means / num_classes
     between_pinv = torch.linalg.pinv(between, hermitian=True, rtol=_PINV_RTOL)
     return (torch.trace(within @ between_pinv) / num_classes).item()
@@ -86,19 +102,15 @@ def _nc3(classifier: Tensor, centred_means: Tensor) -> float:
     return gap.pow(2).sum().item()
 
 
-def branch_nc3(features: Tensor, labels: Tensor, classifiers: Sequence[Tensor]) -> list[float]:
+def branch_nc3(means: Tensor, classifiers: Sequence[Tensor]) -> list[float]:
     """NC3 as P2P defines it, per branch: || W~_b/||W~_b||_F - M~_b/||M~_b||_F ||_F^2 with the centred
-    classifier W~_b of branch b and the centred class means M~_b of that branch's features. `features`
-    holds the branches' features side by side, in the order and widths of `classifiers`."""
+    classifier W~_b of branch b and the centred class means M~_b of that branch's features. `means`
+    holds the branches' class means side by side, in the order and widths of `classifiers`."""
     widths = [classifier.shape[1] for classifier in classifiers]
-    if features.shape[1] != sum(widths):
-        raise ValueError(f"features have {features.shape[1]} columns, the branch classifiers {widths}")
-    values = []
-    for branch_features, classifier in zip(features.double().split(widths, dim=1), classifiers):
-        classifier = classifier.detach().double().to(features.device)
-        means = class_means(branch_features, labels.to(features.device), classifier.shape[0])
-        values.append(_nc3(centred(classifier), centred(means)))
-    return values
+    if means.shape[1] != sum(widths):
+        raise ValueError(f"class means have {means.shape[1]} columns, the branch classifiers {widths}")
+    return [_nc3(centred(classifier.detach().double().to(means.device)), centred(branch_means))
+            for branch_means, classifier in zip(means.double().split(widths, dim=1), classifiers)]
 
 
 def _mean_pairwise_cosine(rows: Tensor) -> float:
@@ -141,9 +153,11 @@ def _check_inputs(features: Tensor, labels: Tensor, classifier: Tensor, few_clas
 
 
 def nc_metrics(
-    features: Tensor, labels: Tensor, classifier: Tensor, few_classes: Sequence[int] = ()
+    features: Tensor, labels: Tensor, classifier: Tensor, few_classes: Sequence[int] = (),
+    sum_over_ranks: SumOverRanks = _one_process,
 ) -> dict[str, float]:
-    """All Neural Collapse metrics of one set of features and a linear classifier, in float64.
+    """All Neural Collapse metrics of one set of features and a linear classifier, in float64 (of
+    the samples of every rank, with `sum_over_ranks`).
 
     Args:
         features: (N, D) features h_i.
@@ -168,10 +182,10 @@ def nc_metrics(
     _check_inputs(features, labels, classifier, few_classes)
     features, classifier = features.detach().double(), classifier.detach().double().to(features.device)
     labels = labels.to(features.device)
-    means = class_means(features, labels, classifier.shape[0])
+    counts, means = class_counts_and_means(features, labels, classifier.shape[0], sum_over_ranks)
     centred_means, centred_classifier = centred(means), centred(classifier)
     return {
-        "nc1": _nc1(features, labels, means, centred_means),
+        "nc1": _nc1(_within_class_covariance(features, labels, counts, means, sum_over_ranks), centred_means),
         **_nc2(centred_means, "nc2_means_"),
         **_nc2(centred_classifier, "nc2_classifier_"),
         "nc3": _nc3(classifier, centred_means),

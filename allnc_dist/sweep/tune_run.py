@@ -98,8 +98,9 @@ def scheduler(spec: SweepConfig, epochs: int) -> TrialScheduler:
     """ASHA counts time in the epochs the trials report; FIFO lets every trial finish."""
     s = spec.scheduler
     if isinstance(s, AshaScheduler):
-        # ASHA's rungs lie below max_t. A trial that reaches max_t is left to end by itself: stopping
-        # it there would kill it while it still writes its final evaluation, model and MLflow run.
+        # A trial past ASHA's last rung ends by itself. That rung is max_t itself when max_t is
+        # grace_period x reduction_factor^k, and a stop there comes after the trial's outputs: the
+        # trainer reports its last epoch only once its evaluation, model and MLflow run are written.
         return ASHAScheduler(time_attr="epoch", max_t=s.max_t or epochs, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor, stop_last_trials=False)
     return FIFOScheduler()

@@ -134,6 +134,7 @@ class MlflowTracker:
         self._reopened = False  # a given run_id has been checked (and set RUNNING) on the store
         self._client = None
         self._warned = False
+        self._ended = False  # finish() was called
         self._offline_since: float | None = None
         self._unsent = 0
 
@@ -207,8 +208,23 @@ class MlflowTracker:
         data = {"path": str(path.resolve()), "artifact_path": artifact_path}
         self._call("artifact", [(None, data)], lambda: self._client.log_artifact(self._run_id, str(path), artifact_path))
 
+    def has_ended(self) -> bool:
+        """Whether the run has ended on the server already (another process, such as the rank 0 a Ray
+        driver logs through, may end it); False when the server cannot say."""
+        if self._run_id is None or self._client is None:
+            return False
+        try:
+            return self._client.get_run(self._run_id).info.status != "RUNNING"
+        except Exception:  # noqa: BLE001 - an unreachable server: the caller ends the run (or its fallback)
+            return False
+
     def finish(self, status: str = "FINISHED") -> str | None:
-        """End the run; returns (and logs) where the fallback copy is when anything was not sent."""
+        """End the run; returns (and logs) where the fallback copy is when anything was not sent. The
+        first call decides the status: an error after the run finished (a Ray worker stopped by a
+        sweep's scheduler on its last report) does not turn it FAILED."""
+        if self._ended:
+            return None
+        self._ended = True
         if self._system_monitor is not None:
             self._system_monitor.finish()
             self._system_monitor = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, dump_config
+from .mlflow_tracker import FALLBACK_NAME
 
 
 class RunDirectory:
@@ -22,6 +24,22 @@ class RunDirectory:
     model_path = property(lambda self: self.path / "model.pt")
     plots_path = property(lambda self: self.path / "plots")
     mlflow_run_id_path = property(lambda self: self.path / "mlflow_run_id")
+
+    def outputs(self) -> list[Path]:
+        """What a finished run leaves here besides its checkpoint (and Ray's storage, when it is here)."""
+        paths = (self.config_path, self.metrics_path, self.report_path, self.geometry_path, self.model_path,
+                 self.plots_path, self.mlflow_run_id_path, self.path / FALLBACK_NAME)
+        return [path for path in paths if path.exists()]
+
+    def copy_outputs(self, folder: str | Path) -> None:
+        """Copy the run's outputs into `folder` (created), replacing what is there."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in self.outputs():
+            if path.is_dir():
+                shutil.copytree(path, folder / path.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(path, folder / path.name)
 
     def create(self, cfg: RunConfig) -> None:
         """Start a new run here; a folder that already holds a run is never overwritten."""
