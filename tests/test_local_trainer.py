@@ -90,6 +90,22 @@ def test_the_last_epoch_is_reported_after_the_outputs_are_written(tmp_path):
     assert watcher.seen == [(1, False, False), (2, True, True)]
 
 
+def test_a_run_folder_restored_from_a_checkpoint_copy_drops_what_came_after(tmp_path):
+    # A Ray restart puts the run folder back as the checkpoint saved it; rows and files written after
+    # that checkpoint (here: an epoch row, a report) go, or the resumed run would log them twice.
+    from allnc_dist.tracking import RunDirectory
+
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    run.config_path.write_text("name: x\n")
+    saved = tmp_path / "checkpoint" / "outputs"
+    run.copy_outputs(saved)  # the checkpoint's copy: config only, no metrics yet
+    run.log({"split": "train", "epoch": 1})
+    run.write_report({"steps": 9})
+    run.restore_outputs(RunDirectory(saved))
+    assert [path.name for path in run.outputs()] == ["config.yaml"] and run.read_metrics() == []
+
+
 def test_a_new_run_never_overwrites_an_existing_one(uninterrupted, capsys):
     before = (uninterrupted / "metrics.jsonl").read_text()
     code = main(["train", "--config", str(CONFIG), "--run-dir", str(uninterrupted), *SMALL])

@@ -221,8 +221,9 @@ class RayDeepSpeedRuntime:
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as folder:
-            if self.rank == 0:
-                RunDirectory(Path(folder) / OUTPUTS_FOLDER).copy_outputs(self.run_dir.path)
+            saved = Path(folder) / OUTPUTS_FOLDER
+            if self.rank == 0 and saved.is_dir():
+                self.run_dir.restore_outputs(RunDirectory(saved))
             return Checkpoint(load_checkpoint(folder), checkpoint.path)
 
     def report(self, metrics: dict, checkpoint: dict | None = None) -> None:

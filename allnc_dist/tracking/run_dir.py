@@ -25,11 +25,26 @@ class RunDirectory:
     plots_path = property(lambda self: self.path / "plots")
     mlflow_run_id_path = property(lambda self: self.path / "mlflow_run_id")
 
+    def output_paths(self) -> list[Path]:
+        """Where a run keeps its outputs besides its checkpoint (and Ray's storage, when it is here)."""
+        return [self.config_path, self.metrics_path, self.report_path, self.geometry_path, self.model_path,
+                self.plots_path, self.mlflow_run_id_path, self.path / FALLBACK_NAME]
+
     def outputs(self) -> list[Path]:
-        """What a finished run leaves here besides its checkpoint (and Ray's storage, when it is here)."""
-        paths = (self.config_path, self.metrics_path, self.report_path, self.geometry_path, self.model_path,
-                 self.plots_path, self.mlflow_run_id_path, self.path / FALLBACK_NAME)
-        return [path for path in paths if path.exists()]
+        """The outputs written so far."""
+        return [path for path in self.output_paths() if path.exists()]
+
+    def restore_outputs(self, saved: RunDirectory) -> None:
+        """Make the outputs here those `saved` holds (a checkpoint's copy of the run folder): an output
+        it lacks is removed, as it was written after that checkpoint (metrics.jsonl before the first
+        epoch ended, the report before the run finished)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for mine in self.output_paths():
+            if mine.is_dir():
+                shutil.rmtree(mine)
+            else:
+                mine.unlink(missing_ok=True)
+        saved.copy_outputs(self.path)
 
     def copy_outputs(self, folder: str | Path) -> None:
         """Copy the run's outputs into `folder` (created), replacing what is there."""
