@@ -261,14 +261,19 @@ def test_trials_nest_under_the_sweeps_parent_run(sweep, mlflow_store):
     assert parent.info.status == "FINISHED"
     children = [r for r in runs if r.info.run_id != parent_id]
     assert len(children) == 2 and all(r.data.tags.get("mlflow.parentRunId") == parent_id for r in children)
+    statuses = []
     for trial in trial_dirs(sweep["out"]):
         (run,) = [r for r in children if r.info.run_name.endswith(trial.name)]
         assert (trial / "mlflow_run_id").read_text().strip() == run.info.run_id
-        # A trial that ran to its end wrote everything; one ASHA stopped is closed as KILLED, not left RUNNING.
-        finished = (trial / "report.json").exists()
-        assert run.info.status == ("FINISHED" if finished else "KILLED")
-        assert (trial / "model.pt").exists() == finished
+        # A trial that ran to its end wrote everything and ended its run; one ASHA stopped is closed as
+        # KILLED, not left RUNNING (its workers may have written a report before they were killed).
+        statuses.append(run.info.status)
+        if run.info.status == "FINISHED":
+            assert (trial / "report.json").exists() and (trial / "model.pt").exists()
+        else:
+            assert run.info.status == "KILLED"
         assert "eval/acc_top1" in run.data.metrics
+    assert "FINISHED" in statuses  # the first trial at each rung always goes on
 
     params = parent.data.params
     assert params["sweep.search"] == "random" and params["sweep.num_samples"] == "2"
@@ -297,8 +302,9 @@ def test_resuming_a_finished_sweep_reports_it_and_trains_nothing(sweep, mlflow_s
 
 def test_runs_of_trials_that_never_finished_are_closed(sweep, mlflow_store, tmp_path):
     """A trial the scheduler stops is killed mid-run: its MLflow run is closed as KILLED (FAILED when
-    it errored); a finished trial's run is left as it is. (On the sweep's store, in an experiment of
-    its own: a fresh SQLite store takes seconds to set up.)"""
+    it errored), also when it wrote its report before it was killed; a run the trial ended is left as
+    it is. (On the sweep's store, in an experiment of its own: a fresh SQLite store takes seconds to
+    set up.)"""
     from allnc_dist.sweep.results import TrialOutcome
     from allnc_dist.sweep.tracking import close_unfinished_trial_runs
     from allnc_dist.tracking import RunDirectory
@@ -306,16 +312,20 @@ def test_runs_of_trials_that_never_finished_are_closed(sweep, mlflow_store, tmp_
     client = mlflow_store
     experiment = client.create_experiment("closing", artifact_location=(tmp_path / "artifacts").as_uri())
     outcomes, run_ids = [], {}
-    kinds = {"stopped": (False, False), "failed": (False, True), "done": (True, False)}  # (finished, errored)
-    for trial, (finished, errored) in kinds.items():
+    # (wrote its report, ended its run, errored)
+    kinds = {"stopped": (False, False, False), "failed": (False, False, True), "done": (True, True, False),
+             "killed_after_its_report": (True, False, False)}
+    for trial, (reported, ended, errored) in kinds.items():
         run_ids[trial] = client.create_run(experiment, run_name=trial).info.run_id
         RunDirectory(tmp_path / "trials" / trial).record_mlflow_run_id(run_ids[trial])
-        if finished:
+        if reported:
             RunDirectory(tmp_path / "trials" / trial).write_report({})
+        if ended:
+            client.set_terminated(run_ids[trial], "FINISHED")
         outcomes.append(TrialOutcome(trial, {}, {"epoch": 1}, 2, errored))
     close_unfinished_trial_runs(f"sqlite:///{sweep['db']}", outcomes, tmp_path / "trials")
     status = {trial: client.get_run(run_id).info.status for trial, run_id in run_ids.items()}
-    assert status == {"stopped": "KILLED", "failed": "FAILED", "done": "RUNNING"}
+    assert status == {"stopped": "KILLED", "failed": "FAILED", "done": "FINISHED", "killed_after_its_report": "KILLED"}
 
 
 def test_resume_refuses_new_settings(sweep):

@@ -58,15 +58,14 @@ def log_outcome(parent: MlflowTracker, outcomes: list[TrialOutcome], spec: Sweep
 
 
 def close_unfinished_trial_runs(url: str, outcomes: list[TrialOutcome], trials_dir: Path) -> None:
-    """Mark the MLflow runs of trials that never finished: a trial stopped by the scheduler (or one
-    that failed) is killed mid-run, so its own run stays RUNNING otherwise."""
+    """Mark the MLflow runs of trials that never ended them: a trial stopped by the scheduler (or one
+    that failed) is killed mid-run, so its own run stays RUNNING otherwise. A trial that ended its run
+    keeps its status; one killed after writing its report but before ending its run is KILLED too (a
+    stopped trial's workers may run on for a moment)."""
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
     client = MlflowClient(url)
     for outcome in outcomes:
-        run_dir = RunDirectory(trials_dir / outcome.trial_id)
-        run_id = run_dir.read_mlflow_run_id()
-        if run_id is None or run_dir.report_path.exists():
-            continue
-        if client.get_run(run_id).info.status == "RUNNING":
+        run_id = RunDirectory(trials_dir / outcome.trial_id).read_mlflow_run_id()
+        if run_id is not None and client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "FAILED" if outcome.errored else "KILLED")
