@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: install
 	$(PY) jobs/digits_lt.py
 
+# Test files run in TEST_PROCESSES parallel processes (pytest-xdist), each file whole in one of them
+# (its module fixtures, such as the two-node cluster, start once). Most of the suite waits on Ray,
+# servers and subprocesses, so 2 processes finish sooner even on 2 cores.
+TEST_PROCESSES ?= 2
+
 test: install
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --durations=20
 
 clean:
 	rm -rf runs .pytest_cache

@@ -35,6 +35,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="train in this process (one GPU or the CPU), no Ray")
     p.add_argument("--data", type=Path, help="shard folder written by `allnc shards` (holds train/ and test/)")
     p.add_argument("--num-workers", type=int, help="Ray Train workers (distributed.num_workers)")
+    p.add_argument("--min-workers", type=int,
+                   help="elastic: go on with as few as this many workers when nodes go (distributed.min_workers)")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; 0 trains on CPUs with gloo")
     p.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], help="DeepSpeed ZeRO stage")
     p.add_argument("--storage-path", help="Ray Train storage for checkpoints (shared storage for multi-node)")
@@ -60,6 +62,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     """The command-line flags as config overrides (later overrides win, so explicit ones come last)."""
     flags = {
         "distributed.num_workers": args.num_workers,
+        "distributed.min_workers": args.min_workers,
         "distributed.gpus_per_worker": args.gpus_per_worker,
         "distributed.zero_stage": args.zero_stage,
         "distributed.storage_path": args.storage_path,

@@ -10,6 +10,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # One per parallel worker: `ray.init()` joins the cluster whose address `ray start` left in its
+    # temp folder instead of starting a private one.
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=os.environ["PYTEST_XDIST_WORKER"], dir=os.environ["RAY_TMPDIR"])
 # One intra-op thread in every process of the suite (this one, jobs, Ray workers): the workloads are
 # small and often several processes share the few cores, where threads only wait on each other
 # (a step can take 10x longer; bench/gpu_check.py pins one thread on CPU for the same reason).

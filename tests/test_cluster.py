@@ -30,6 +30,7 @@ import torch
 from listeners import listening_sockets
 
 from allnc_dist.config import load_config
+from allnc_dist.engine.faults import FAULT_ENV
 from allnc_dist.engine.trainer import TrainResult, train_locally
 from allnc_dist.tracking import RunDirectory
 
@@ -48,13 +49,17 @@ MAX_JOB_LOG_LINES = 60  # up to and including the results table
 # on two nodes must train as one process with batch 32.
 DETERMINISTIC = ("model.norm=none", "model.width=8", "data.augment=none", "method.gbbn.rebalance=logit_adjust",
                  "train.epochs=2", "train.eval_every=2", "train.checkpoint_every=1")
-# 2 epochs of 9 steps, a checkpoint every 5 steps, and room for restarts: the second node is killed
-# once the first checkpoint is registered, and joins again. (Longer runs drift apart from the
-# one-process run by float rounding, amplified by training: 1e-7 of the loss after 2 epochs, 2e-4
-# after 3, with or without a restart.)
+# 2 epochs of 9 steps, a checkpoint every 5 steps, and room for restarts: an elastic run (1 to 2
+# workers) whose second node is killed once the first checkpoint is registered, and joins again.
+# (Longer runs drift apart from the one-process run by float rounding, amplified by training: 1e-7
+# of the loss after 2 epochs, 2e-4 after 3, with or without a restart.)
 NODE_LOSS_JOB_ARGS = ("--out", "{out}", "--storage-path", "{shared}/ray", "--methods", "allnc", "data.batch_size=16",
                       *DETERMINISTIC, "train.checkpoint_every_steps=5", "distributed.max_failures=3",
-                      "tracking.experiment=node_loss")
+                      "distributed.min_workers=1", "distributed.resize_check_s=2", "tracking.experiment=node_loss")
+# The elastic job's environment. Steps on one worker take 2 s longer, so that the run is still going
+# when the node is back. Right after the node dies, Ray Train may try the old size once more, before
+# the cluster knows the node is gone; it gives up after this many seconds (60 by default).
+ELASTIC_JOB_ENV = {FAULT_ENV: "slow_step_ms=2000,slow_below_workers=2", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20"}
 # A job reading a shard set with a corrupt shard; it must fail and say which shard.
 BAD_DATA_JOB_ARGS = ("--data", "{data}", "--out", "{out}", "--storage-path", "{shared}/ray", "--methods", "ce",
                      "train.epochs=1", "model.width=8", "tracking.experiment=corrupt")
@@ -192,9 +197,14 @@ def cluster(tmp_path_factory):
     ports, node_ports = dict(zip(names, free)), dict(zip(node_names, free[len(names):]))
     head, shared = tmp / "head", tmp / "shared"
     shared.mkdir()
-    env = {**_cluster_env(tmp, ray_tmp, ports), "ALLNC_HOST": HEAD_HOST, "ALLNC_CLUSTER_DIR": str(head / "state")}
-    node_env = {**_cluster_env(tmp, node_ray_tmp, node_ports), "ALLNC_HOST": NODE_HOST,
-                "ALLNC_HEAD": f"{HEAD_HOST}:{ports['ALLNC_RAY_PORT']}", "ALLNC_CLUSTER_DIR": str(tmp / "node" / "state"),
+    # Every Ray process of both nodes inherits RAY_ADDRESS. Ray's own actors that look their cluster up
+    # without it scan this machine's processes, and would also find the private Ray of a test running
+    # beside this one (pytest-xdist): they then fail with "Found multiple active Ray instances".
+    address = f"{HEAD_HOST}:{ports['ALLNC_RAY_PORT']}"
+    env = {**_cluster_env(tmp, ray_tmp, ports), "ALLNC_HOST": HEAD_HOST, "ALLNC_CLUSTER_DIR": str(head / "state"),
+           "RAY_ADDRESS": address}
+    node_env = {**_cluster_env(tmp, node_ray_tmp, node_ports), "ALLNC_HOST": NODE_HOST, "ALLNC_HEAD": address,
+                "RAY_ADDRESS": address, "ALLNC_CLUSTER_DIR": str(tmp / "node" / "state"),
                 "TMPDIR": str(tmp / "node")}  # the node's scratch: its own copy of built-in shards goes here
     c = Cluster(state=head / "state", node_state=tmp / "node" / "state", head=head, shared=shared, env=env,
                 node_env=node_env, ports={k: int(v) for k, v in ports.items()})
@@ -298,18 +308,20 @@ def _kill_session(sid: int) -> None:
     _wait_for(f"session {sid} to die", lambda: not _session_pids(sid), 30, 0.2)
 
 
-def test_two_nodes_lose_one_resume_and_train_as_one_process_with_twice_the_batch(cluster, tmp_path):
-    """2 workers on 2 nodes. The job writes digits-LT as shards on the head; the second node cannot see
-    them and writes its own copy (checked against the head's digest); the workers meet over TCP. Once
-    the first checkpoint is in the shared storage, every process of the second node is killed; the node
-    joins again, the job resumes from that checkpoint (and says so), finishes its planned steps, and its
-    outputs come back to the head through Ray's storage. The result equals one process with twice the
-    batch: no sample was read twice or skipped across the restart."""
+def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trains_as_one_process(cluster, tmp_path):
+    """An elastic job (1 to 2 workers) on 2 nodes. The job writes digits-LT as shards on the head; the
+    second node cannot see them and writes its own copy (checked against the head's digest); the
+    workers meet over TCP. Once the first checkpoint is in the shared storage, every process of the
+    second node is killed: Ray Train restarts the run on the one worker left, which resumes inside the
+    epoch with the whole global batch. The node joins again, the group grows back to 2 workers from
+    the last checkpoint, and the run's outputs come back to the head through Ray's storage. The result
+    equals one process with twice the batch: no sample was read twice or skipped across the resizes."""
     out = cluster.head / "node_loss"
     argv = [a.format(out=out, shared=cluster.shared) for a in NODE_LOSS_JOB_ARGS]
     started = time.monotonic()
-    submit = _run(["ray", "job", "submit", "--no-wait", "--working-dir", ROOT, "--", "python", "jobs/digits_lt.py",
-                   *argv], cluster.client_env, timeout=300)
+    runtime_env = json.dumps({"env_vars": ELASTIC_JOB_ENV})
+    submit = _run(["ray", "job", "submit", "--no-wait", "--working-dir", ROOT, "--runtime-env-json", runtime_env,
+                   "--", "python", "jobs/digits_lt.py", *argv], cluster.client_env, timeout=300)
     job_id = re.search(r"Job '(raysubmit_\w+)'", submit.stdout + submit.stderr).group(1)
     # Registered by Ray Train's controller, not only uploaded: a restart resumes from it.
     snapshot = cluster.shared / "ray" / "node_loss-allnc" / "checkpoint_manager_snapshot.json"
@@ -317,28 +329,36 @@ def test_two_nodes_lose_one_resume_and_train_as_one_process_with_twice_the_batch
     timeline = {"first checkpoint": time.monotonic() - started}
     _kill_session(cluster.sessions()["node"])
     timeline["node killed"] = time.monotonic() - started
+    _wait_for("the run to go on with one worker", lambda: "restart 1, on 1 worker(s)" in _job_logs(cluster, job_id),
+              300, 2.0)
+    timeline["resumed on 1 worker"] = time.monotonic() - started
     _join_second_node(cluster)
     timeline["node joined again"] = time.monotonic() - started
-    _wait_for("the resume", lambda: "resumed from" in _job_logs(cluster, job_id), 300, 2.0)
-    timeline["resumed"] = time.monotonic() - started
+    _wait_for("the group to grow back", lambda: "(restart 2" in _job_logs(cluster, job_id), 300, 2.0)
+    timeline["resumed on 2 workers"] = time.monotonic() - started
     status = _wait_for("the job to end", lambda: _job_ended(cluster, job_id), 600, 2.0)
     timeline["finished"] = time.monotonic() - started
     logs = _job_logs(cluster, job_id)
-    print("node-loss timeline (s since submit): " + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))
+    print("elastic node-loss timeline (s since submit): " + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))
     assert status == "succeeded", logs
 
     report = json.loads((out / "allnc" / "report.json").read_text())
-    assert sorted(report["worker_nodes"]) == [HEAD_HOST, NODE_HOST] and report["restarts"] >= 1
+    assert sorted(report["worker_nodes"]) == [HEAD_HOST, NODE_HOST] and report["workers"] == 2
+    assert report["restarts"] >= 2
     (resumed,) = [line for line in logs.splitlines() if "allnc: resumed from" in line][:1]
-    epoch, step = map(int, re.search(r"at epoch (\d+), step ([1-9]\d*) \(restart 1\)", resumed).groups())
-    # The run folder, as rank 0 left it in the last checkpoint: rows up to the checkpoint, the resume
-    # (restored, not reset: the reader's place in the epoch, the class-mean trackers' updates), and
-    # every later row once (9 steps of 2 x 16 per epoch).
+    pattern = r"at epoch (\d+), step ([1-9]\d*) \(restart 1, on 1 worker\(s\) instead of 2\)"
+    epoch, step = map(int, re.search(pattern, resumed).groups())
+    # The run folder, as rank 0 left it in the last checkpoint: rows up to the checkpoint, the resumes
+    # (restored, not reset: the reader's place in the epoch at the new world size, the class-mean
+    # trackers' updates), and every later row once (9 steps of 2 x 16, or 1 x 32, per epoch).
     rows = RunDirectory(out / "allnc").read_metrics()
-    resume = next(row for row in rows if row["split"] == "resume")
-    assert (resume["epoch"], resume["step"]) == (epoch, step)
-    assert resume["streams"]["uniform"] == {"epoch": epoch, "position": (step - 9 * epoch) * 16}
-    assert resume["tracker_steps"] and all(steps == step for steps in resume["tracker_steps"])
+    shrunk, grown = [row for row in rows if row["split"] == "resume"][-2:]
+    assert (shrunk["epoch"], shrunk["step"], shrunk["workers"], shrunk["written_by_workers"]) == (epoch, step, 1, 2)
+    assert shrunk["streams"]["uniform"] == {"epoch": epoch, "position": (step - 9 * epoch) * 32}
+    assert shrunk["tracker_steps"] and all(steps == step for steps in shrunk["tracker_steps"])
+    assert grown["workers"] == 2 and grown["step"] >= step and grown["restarts"] == shrunk["restarts"] + 1
+    if grown["step"] % 9:
+        assert grown["streams"]["uniform"]["position"] == (grown["step"] % 9) * 16
     assert [row["epoch"] for row in rows if row["split"] == "train"] == [1, 2]
     assert list(Path(cluster.node_env["TMPDIR"]).glob("allnc-shards/*/train/index.json"))  # the node's own copy
     (run,) = _mlflow_runs(cluster, "node_loss")  # one run, continued by the restarted workers
@@ -352,7 +372,7 @@ def test_two_nodes_lose_one_resume_and_train_as_one_process_with_twice_the_batch
                        *overrides, "data.batch_size=32", "tracking.enabled=false"])
     single = train_locally(cfg, tmp_path / "single")
     two_nodes = TrainResult.load(out / "allnc")
-    print("2 nodes (restarted) against 1 process x 2B: max |difference| classifier "
+    print("elastic run (2, 1, 2 workers) against 1 process x 2B: max |difference| classifier "
           f"{(single.evaluation.classifier - two_nodes.evaluation.classifier).abs().max():.2e}, class means "
           f"{(single.evaluation.class_means - two_nodes.evaluation.class_means).abs().max():.2e}; accuracy "
           f"{report['metrics']['acc_top1']:.2f} % against {single.report['metrics']['acc_top1']:.2f} %")

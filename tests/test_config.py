@@ -76,3 +76,19 @@ def test_cli_exits_2_with_the_message_before_any_work(capsys):
     assert "optim.lr: Input should be greater than 0" in capsys.readouterr().err
 
 
+
+
+def test_an_elastic_run_keeps_its_global_batch_at_every_size():
+    cfg = load_config(None, ["distributed.num_workers=4", "distributed.min_workers=2", "data.batch_size=24"])
+    assert list(cfg.distributed.worker_counts()) == [2, 3, 4]
+    assert [cfg.data_per_worker(w).batch_size for w in (2, 3, 4)] == [48, 32, 24]
+    assert cfg.data_per_worker(4) is cfg.data
+    uneven = r"global data.batch_size \(4 workers x 16 = 64\) does not split evenly over 3"
+    with pytest.raises(ConfigError, match=uneven):
+        load_config(None, ["distributed.num_workers=4", "distributed.min_workers=2", "data.batch_size=16"])
+    uneven = r"global data.epoch_length \(3 workers x 5 = 15\) does not split evenly over 2 worker"
+    with pytest.raises(ConfigError, match=uneven):
+        load_config(None, ["distributed.num_workers=3", "distributed.min_workers=2", "data.batch_size=6",
+                           "data.resampled=true", "data.epoch_length=5", "data.source=shards", "data.shards=x"])
+    with pytest.raises(ConfigError, match=r"min_workers \(5\) is above distributed.num_workers \(4\)"):
+        load_config(None, ["distributed.num_workers=4", "distributed.min_workers=5"])

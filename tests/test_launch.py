@@ -45,6 +45,14 @@ def test_zero_3_applies_to_every_method_of_a_job():
     assert [cfg.distributed.zero_stage for cfg in configs.values()] == [3, 3]
 
 
+def test_min_workers_makes_every_method_of_a_job_elastic():
+    configs, _ = job_configs(CONFIG, job_args("--methods", "allnc,ce", "--num-workers", "4", "--min-workers", "2",
+                                              "data.batch_size=12"), None)
+    assert [list(cfg.distributed.worker_counts()) for cfg in configs.values()] == [[2, 3, 4], [2, 3, 4]]
+    with pytest.raises(ConfigError, match="does not split evenly over 3 worker"):
+        job_configs(CONFIG, job_args("--num-workers", "4", "--min-workers", "2"), None)  # 4 x 32
+
+
 def test_overrides_may_follow_the_flags():
     args = job_args("optim.lr=0.02", "--local", "train.epochs=3", "--methods", "ce")
     assert args.local and args.methods == "ce" and args.overrides == ["optim.lr=0.02", "train.epochs=3"]

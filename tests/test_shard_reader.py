@@ -17,6 +17,7 @@ import torch
 from torch.distributed.checkpoint.stateful import Stateful
 
 from allnc_dist.data.datasets import build_eval_transform, build_transform
+from allnc_dist.engine.streams import position_for_ranks
 from allnc_dist.shards import (
     BadSampleError,
     CorruptShardError,
@@ -62,12 +63,13 @@ def flat(batches: list[list[str]]) -> list[str]:
 
 def rank_batches(
     index: ShardIndex, samples: list[FixtureSample], world_size: int, workers: int, batch_size: int,
-    epoch: int = 0, **stream_options,
+    epoch: int = 0, drop_last: bool = True, **stream_options,
 ) -> list[list[list[str]]]:
     """Each rank's batches (keys) of one epoch."""
     per_rank = []
     for rank in range(world_size):
-        loader = ShardLoader(ShardStream(index, rank, world_size, seed=3, **stream_options), batch_size, workers)
+        stream = ShardStream(index, rank, world_size, seed=3, **stream_options)
+        loader = ShardLoader(stream, batch_size, workers, drop_last=drop_last)
         loader.set_epoch(epoch)
         per_rank.append(keys_of(loader, samples))
     return per_rank
@@ -100,7 +102,7 @@ def test_each_sample_once_per_epoch_and_equal_batches_per_rank(
     index, samples = uneven
     per_rank_size = samples_per_rank(203, world_size)  # 102 with 2 ranks, 68 with 3
     batch_size = 17  # divides both, so that no sample is dropped
-    per_rank = rank_batches(index, samples, world_size, workers, batch_size, epoch=1)
+    per_rank = rank_batches(index, samples, world_size, workers, batch_size, epoch=1, drop_last=False)
 
     assert [len(batches) for batches in per_rank] == [per_rank_size // batch_size] * world_size
     counts = Counter(key for batches in per_rank for key in flat(batches))
@@ -128,6 +130,17 @@ def test_last_partial_batch_is_dropped(uneven: tuple[ShardIndex, list[FixtureSam
     per_rank = rank_batches(index, samples, world_size=2, workers=0, batch_size=10)
     assert [len(batches) for batches in per_rank] == [10, 10]  # S = 102: 2 samples dropped per rank
     assert all(len(batch) == 10 for batches in per_rank for batch in batches)
+
+
+def test_training_never_reads_the_padding(uneven: tuple[ShardIndex, list[FixtureSample]]) -> None:
+    """203 samples on 2 ranks pad one; with batches of 17, the sixth global batch of 34 would hold it:
+    training stops after the 5 global batches of real samples, as 1 rank with batches of 34 does."""
+    index, samples = uneven
+    two_ranks = rank_batches(index, samples, world_size=2, workers=0, batch_size=17)
+    (one_rank,) = rank_batches(index, samples, world_size=1, workers=0, batch_size=34)
+    assert [len(batches) for batches in two_ranks] == [5, 5] and len(one_rank) == 5
+    for step, batch in enumerate(one_rank):
+        assert sorted(batch) == sorted(two_ranks[0][step] + two_ranks[1][step])
 
 
 def test_epochs_order_shards_alike_on_every_rank_and_differently_per_epoch(
@@ -181,7 +194,8 @@ def test_loaders_of_one_stream_keep_their_own_positions(uneven: tuple[ShardIndex
     full = keys_of(first, samples)
     second.load_state_dict({"epoch": 4, "position": 34})
     assert keys_of(second, samples) == full[2:]
-    assert first.state_dict() == {"epoch": 4, "position": 102} and keys_of(first, samples) == full
+    # 5 batches of 17: the sixth global batch would hold the padding (test_training_never_reads_the_padding).
+    assert first.state_dict() == {"epoch": 4, "position": 85} and keys_of(first, samples) == full
     assert isinstance(first, Stateful)
 
 
@@ -397,3 +411,26 @@ def test_images_of_many_sizes_batch_through_the_imagenet_transforms(tmp_path: Pa
                       build_eval_transform("imagenet", (8, 8), mean, std)):
         images, labels = next(iter(ShardLoader(ShardStream(index, transform=transform), 6)))
         assert images.shape == (6, 3, 8, 8) and images.dtype == torch.float32
+
+
+def test_a_reader_resized_inside_an_epoch_reads_what_one_fixed_size_reader_reads(
+    uneven: tuple[ShardIndex, list[FixtureSample]],
+) -> None:
+    """An elastic run keeps its global batch of 34. Two ranks (batches of 17) that handed out 2 batches
+    each are taken over by one rank (batches of 34): it reads the global batches that one rank reads
+    from its third on. Back from one rank to two, likewise."""
+    index, samples = uneven
+    (one_rank,) = rank_batches(index, samples, world_size=1, workers=0, batch_size=34, epoch=2)
+
+    def resumed(state: dict, rank: int, world_size: int, batch_size: int) -> list[list[str]]:
+        loader = ShardLoader(ShardStream(index, rank, world_size, seed=3), batch_size)
+        loader.load_state_dict(state)
+        loader.set_epoch(2)
+        return keys_of(loader, samples)
+
+    shrunk = resumed(position_for_ranks({"epoch": 2, "position": 34}, 2, 1, 34), 0, 1, 34)
+    assert shrunk == one_rank[2:]
+    grown = [resumed(position_for_ranks({"epoch": 2, "position": 68}, 1, 2, 17), rank, 2, 17) for rank in (0, 1)]
+    assert [sorted(a + b) for a, b in zip(*grown)] == [sorted(batch) for batch in one_rank[2:]]
+    with pytest.raises(ValueError, match="not a whole number of batches of 17 on 2 ranks"):
+        position_for_ranks({"epoch": 2, "position": 17}, 1, 2, 17)

@@ -80,7 +80,35 @@ class RunConfig(Section):
                 f"data.root is required for data.name={self.data.name!r}: the folder that holds "
                 "cifar-10-batches-py or cifar-100-python"
             )
+        self._check_worker_shares()
         return self
+
+    def _check_worker_shares(self) -> None:
+        """An elastic run keeps its global batch (and resampled epoch) on any number of workers: each
+        count it may train on must split them evenly."""
+        n = self.distributed.num_workers
+        sizes = {"batch_size": self.data.batch_size,
+                 "epoch_length": self.data.epoch_length if self.data.resampled else None}
+        for name, size in sizes.items():
+            uneven = [w for w in self.distributed.worker_counts() if size is not None and (n * size) % w]
+            if uneven:
+                raise ValueError(
+                    f"distributed.min_workers={self.distributed.min_workers}: the global data.{name} "
+                    f"({n} workers x {size} = {n * size}) does not split evenly over {', '.join(map(str, uneven))} "
+                    f"worker(s); choose min_workers (or data.{name}) so that every count from min_workers to "
+                    f"num_workers divides it"
+                )
+
+    def data_per_worker(self, world_size: int) -> DataConfig:
+        """`data` as each of `world_size` workers reads it: its share of the global batch of num_workers x
+        data.batch_size (and of a resampled epoch), which stays the same when an elastic run resizes."""
+        n = self.distributed.num_workers
+        if world_size == n:
+            return self.data
+        update = {"batch_size": self.data.batch_size * n // world_size}
+        if self.data.resampled:
+            update["epoch_length"] = self.data.epoch_length * n // world_size
+        return self.data.model_copy(update=update)
 
 
 # ------------------------------------------------------------------------------------ load & parse

@@ -43,7 +43,10 @@ class DataConfig(Section):
     )
     augment: Literal["none", "shift", "cifar", "imagenet"] = "none"
     randaugment: bool = Field(False, description="RandAugment on top of the ImageNet-style augmentation.")
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(
+        128, ge=1, description="Each worker's batch at distributed.num_workers workers (the global batch is "
+        "num_workers x batch_size; an elastic run on fewer workers gives each a larger share of it).",
+    )
     loader_workers: int = Field(0, ge=0)
     seed: int = Field(0, ge=0)
     # Streaming from WebDataset shards written by `allnc shards` (source=shards).
@@ -106,7 +109,16 @@ class OptimConfig(Section):
 
 # -------------------------------------------------------------------------------------- distributed
 class DistributedConfig(Section):
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU).")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU); with min_workers, the most.")
+    min_workers: int | None = Field(
+        None, ge=1, description="Elastic training: the run goes on with as few as this many workers when nodes are "
+        "lost, and grows back to num_workers when they return (Ray Train's num_workers=(min, max)); the global batch "
+        "stays num_workers x data.batch_size. Unset: always num_workers.",
+    )
+    resize_check_s: float = Field(
+        60.0, gt=0.0, description="Elastic training: how often Ray Train looks for room to grow the running worker "
+        "group (each resize restarts it from the last checkpoint).",
+    )
     gpus_per_worker: float = Field(0.0, ge=0.0, description="0: CPU workers (gloo); else NCCL.")
     cpus_per_worker: float = Field(1.0, gt=0.0, description="Logical CPUs Ray reserves per worker.")
     zero_stage: Literal[0, 1, 2, 3] = 1
@@ -128,10 +140,17 @@ class DistributedConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _check_consistency_needs_whole_parameters(self) -> DistributedConfig:
+    def _check_combinations(self) -> DistributedConfig:
         if self.check_consistency and self.zero_stage == 3:
             raise ValueError("distributed.check_consistency compares whole parameters, which ZeRO-3 partitions")
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"distributed.min_workers ({self.min_workers}) is above distributed.num_workers "
+                             f"({self.num_workers}), the most workers an elastic run uses")
         return self
+
+    def worker_counts(self) -> range:
+        """Every number of workers the run may train on."""
+        return range(self.min_workers or self.num_workers, self.num_workers + 1)
 
 
 # ----------------------------------------------------------------------------------------- tracking

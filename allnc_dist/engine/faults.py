@@ -4,6 +4,8 @@ env_vars) and never through the run's config.
 
     ALLNC_FAULT="exit_at_step=6,rank=1"                     rank 1 exits at step 6 (a fresh run only)
     ALLNC_FAULT="crash_in_checkpoint_write_at_epoch=4"      killed half-way through epoch 4's checkpoint
+    ALLNC_FAULT="slow_step_ms=500,slow_below_workers=2"     each step takes 0.5 s more while fewer than 2
+                                                            workers train (an elastic test's window to grow)
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class FaultPlan:
     exit_at_step: int | None = None
     rank: int = 0
     crash_in_checkpoint_write_at_epoch: int | None = None
+    slow_step_ms: int = 0
+    slow_below_workers: int = 0
 
     @classmethod
     def parse(cls, text: str | None) -> FaultPlan:
@@ -42,6 +46,11 @@ class FaultPlan:
     @classmethod
     def from_env(cls) -> FaultPlan:
         return cls.parse(os.environ.get(FAULT_ENV))
+
+    def after_step(self, step: int, rank: int, world_size: int, resumed: bool) -> None:
+        if world_size < self.slow_below_workers:
+            time.sleep(self.slow_step_ms / 1000)
+        self.exit_if_due(step, rank, resumed)
 
     def exit_if_due(self, step: int, rank: int, resumed: bool) -> None:
         if self.exit_at_step == step and self.rank == rank and not resumed:

@@ -6,6 +6,10 @@
 - **Restarts.** `FailureConfig(max_failures=distributed.max_failures)` restarts the worker group after a
   worker dies; the workers then resume from the latest reported checkpoint, and rank 0 says so. Fitting again with the
   same Ray run name and storage path (the same run directory) resumes too.
+- **Elastic training.** With `distributed.min_workers`, Ray Train restarts a group that lost workers
+  with as many as still fit (at least min_workers) and grows it back when room returns. Each worker
+  takes its share of the unchanged global batch and continues the epoch where the checkpoint left
+  it, so the samples seen stay those of one fixed-size run (engine/streams.py).
 - **Rendezvous.** Workers that all run on one node meet through a `file://` store, which opens no
   port (Ray's default TCPStore listens on every interface); across nodes, through Ray's TCP rendezvous.
   The choice follows where the workers are placed, at every (re)start.
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, DistributedConfig, RunConfig
 from ..tracking import RunDirectory, open_run_tracker, resolve_tracking_uri
 from .checkpoint import OUTPUTS_FOLDER
 from .trainer import TrainResult
@@ -167,7 +171,7 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
 
     `callbacks` go to Ray Train's RunConfig (a sweep passes `TuneReportCallback()`); the MLflow run
     nests under `parent_run_id` when one is given."""
-    from ray.train import FailureConfig, ScalingConfig  # noqa: PLC0415
+    from ray.train import FailureConfig  # noqa: PLC0415
     from ray.train import RunConfig as RayRunConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
@@ -193,8 +197,7 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id},
-        scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0,
-                                     resources_per_worker=resources),
+        scaling_config=scaling_config(d, resources),
         run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
         torch_config=rendezvous_config(d.rendezvous),
@@ -210,6 +213,17 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
         raise
     take_outputs(result.checkpoint, run_dir)
     return TrainResult.load(run_dir)
+
+
+def scaling_config(d: DistributedConfig, resources: dict):
+    """Ray Train's ScalingConfig: `num_workers` workers, or with `min_workers` an elastic group that
+    Ray Train (re)starts with as many workers as the cluster has room for, between the two, and grows
+    while it runs (checked every `resize_check_s`). Every start resumes from the last checkpoint."""
+    from ray.train import ScalingConfig  # noqa: PLC0415
+
+    workers = d.num_workers if d.min_workers is None else (d.min_workers, d.num_workers)
+    elastic = {} if d.min_workers is None else {"elastic_resize_monitor_interval_s": d.resize_check_s}
+    return ScalingConfig(num_workers=workers, use_gpu=d.gpus_per_worker > 0, resources_per_worker=resources, **elastic)
 
 
 def take_outputs(checkpoint, run_dir: Path) -> None:

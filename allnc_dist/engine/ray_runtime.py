@@ -38,12 +38,12 @@ from .streams import ShardStreams, TrainingStreams
 from .trainer import Trainer
 
 
-def deepspeed_config(cfg: RunConfig) -> dict:
-    """DeepSpeed's config for this run. The optimiser and schedule are ours (passed as client objects),
-    so no DeepSpeed op is JIT-built on CPU."""
+def deepspeed_config(cfg: RunConfig, world_size: int) -> dict:
+    """DeepSpeed's config for this run on `world_size` workers. The optimiser and schedule are ours
+    (passed as client objects), so no DeepSpeed op is JIT-built on CPU."""
     d = cfg.distributed
     config = {
-        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "train_micro_batch_size_per_gpu": cfg.data_per_worker(world_size).batch_size,
         "gradient_accumulation_steps": d.grad_accumulation,
         "zero_optimization": {"stage": d.zero_stage, "stage3_param_persistence_threshold": d.zero3_persistence_threshold},
         # bf16 on GPU is torch autocast in the step (as in the local runtime), over fp32 weights: the
@@ -183,7 +183,8 @@ class RayDeepSpeedRuntime:
         return torch.device("cpu")
 
     def build_streams(self, cfg: RunConfig, data: LongTailData | None) -> TrainingStreams:
-        return ShardStreams(cfg.model_copy(update={"data": shards_on_this_node(cfg.data)}), self.rank, self.world_size)
+        data = shards_on_this_node(cfg.data_per_worker(self.world_size))  # this worker's share of the global batch
+        return ShardStreams(cfg.model_copy(update={"data": data}), self.rank, self.world_size)
 
     def optimization(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> DeepSpeedOptimization:
         import deepspeed  # noqa: PLC0415
@@ -197,7 +198,7 @@ class RayDeepSpeedRuntime:
         ds_logger.setLevel(logging.ERROR)  # its warning about our deliberately allowed SGD optimiser
         try:
             engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                                   config=deepspeed_config(self.cfg))
+                                                   config=deepspeed_config(self.cfg, self.world_size))
         finally:
             ds_logger.setLevel(level)
         if self.cfg.distributed.zero_stage == 3:

@@ -47,7 +47,9 @@ class TrainingStreams(Protocol):
         """Where the streams stand inside an epoch (for a checkpoint)."""
         ...
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Continue inside an epoch, from a checkpoint written there (by any number of ranks)."""
+        ...
 
 
 PADDING_LABEL = -1  # an evaluation sample read only to keep the ranks' batch counts equal
@@ -97,7 +99,8 @@ class InMemoryStreams:
         return {}  # each epoch is drawn afresh from (seed, epoch)
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        raise ValueError("this checkpoint was written inside an epoch, and only a run that streams shards resumes "
+                         "there: set data.source=shards and data.shards to the shards that run read")
 
 
 class ShardStreams:
@@ -125,12 +128,13 @@ class ShardStreams:
         uniform = ShardStream(self.train_index, rank, world_size, cfg.train.seed, train_transform, d.resampled,
                               d.epoch_length, **self._bad_input_policy())
         self.loaders = {"uniform": ShardLoader(uniform, d.batch_size, d.loader_workers)}
+        self.steps_per_epoch = len(self.loaders["uniform"])
         if uses_rebalancing_sampler(cfg):
             rebalanced = RebalancedStream(self.train_index, cfg.method.gbbn.sampler_exponent, rank, world_size,
                                           cfg.train.seed, train_transform, uniform.samples_per_epoch,
                                           **self._bad_input_policy())
-            self.loaders["rebalanced"] = ShardLoader(rebalanced, d.batch_size, d.loader_workers)
-        self.steps_per_epoch = len(self.loaders["uniform"])
+            self.loaders["rebalanced"] = ShardLoader(rebalanced, d.batch_size, d.loader_workers,
+                                                     batches_per_epoch=self.steps_per_epoch)
 
     def _bad_input_policy(self) -> dict:
         return {"on_bad_sample": self.data_cfg.on_bad_sample, "verify_checksums": self.data_cfg.verify_checksums}
@@ -155,11 +159,28 @@ class ShardStreams:
         return marked_padding(loader, stream.padding_per_epoch)
 
     def state_dict(self) -> dict:
-        return {name: loader.state_dict() for name, loader in self.loaders.items()}
+        return {"world_size": self.world_size, **{name: loader.state_dict() for name, loader in self.loaders.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue where the state stood; a state written by another number of ranks (an elastic
+        resize) continues after as many batches of the same global batch."""
+        written_by = state.get("world_size", self.world_size)
         for name, loader in self.loaders.items():
-            loader.load_state_dict(state[name])
+            loader.load_state_dict(position_for_ranks(state[name], written_by, self.world_size, loader.batch_size))
+
+
+def position_for_ranks(state: dict, written_by: int, world_size: int, batch_size: int) -> dict:
+    """A loader's place in its epoch, written by `written_by` ranks, for `world_size` ranks that share
+    the same global batch. Rank r of W reads positions r, r + W, ... of the epoch's global sequence
+    (shards/epoch_plan.py), so k batches of every rank are its first k·G positions, whatever W is."""
+    if written_by == world_size:
+        return state
+    position = state["position"] * written_by
+    if position % (world_size * batch_size):
+        raise ValueError(f"a reader {state['position']} samples into epoch {state['epoch'] + 1} on each of "
+                         f"{written_by} ranks is not a whole number of batches of {batch_size} on {world_size} "
+                         "ranks: resume with the same global batch (num_workers x data.batch_size)")
+    return {**state, "position": position // world_size}
 
 
 def in_memory_eval_split(cfg: RunConfig, data: LongTailData) -> Dataset:

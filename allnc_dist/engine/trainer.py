@@ -72,6 +72,7 @@ class Trainer:
                                         self.model.num_branches, cfg.train.epochs, device=runtime.device)
         self.epoch = self.step = 0  # completed epochs and steps
         self.restarts = 0  # how many times this run has resumed
+        self.resumed_from_workers = runtime.world_size  # the workers that wrote the checkpoint resumed from
         self.checkpoint = runtime.latest_checkpoint() or self.requested_checkpoint()
         if self.checkpoint is not None:  # before the runtime wraps the model: ZeRO-3 partitions it
             self.model.load_state_dict(self.checkpoint.state["model"])
@@ -157,7 +158,7 @@ class Trainer:
         self.runtime.after_step(self.model, self.objective, self.step)
         if self.checkpoints.due_after_step(self.step):
             self.runtime.report({"epoch": self.epoch, "step": self.step}, self.checkpoint_state())
-        self.faults.exit_if_due(self.step, self.runtime.rank, resumed=self.restarts > 0)
+        self.faults.after_step(self.step, self.runtime.rank, self.runtime.world_size, resumed=self.restarts > 0)
 
     def report_epoch(self, evaluation: Evaluation | None) -> None:
         """Tell the runtime where the run stands (Ray Tune reads the evaluation); checkpoint when due
@@ -209,10 +210,13 @@ class Trainer:
                               "(docs/method.md)")
 
     def announce_resume(self, checkpoint: Checkpoint) -> None:
+        workers, written_by = self.runtime.world_size, self.resumed_from_workers
+        resized = f", on {workers} worker(s) instead of {written_by}" if workers != written_by else ""
         self.progress.say(f"resumed from {checkpoint.where} at epoch {self.epoch}, step {self.step} "
-                          f"(restart {self.restarts})")
+                          f"(restart {self.restarts}{resized})")
         self.run_dir.log({"split": "resume", "epoch": self.epoch, "step": self.step, "from": checkpoint.where,
-                          "restarts": self.restarts, "streams": self.streams.state_dict(),
+                          "restarts": self.restarts, "workers": workers, "written_by_workers": written_by,
+                          "streams": self.streams.state_dict(),
                           "tracker_steps": [t["step"] for t in self.objective.state_dict()["trackers"]]})
         if self.tracker is not None:
             self.tracker.set_tags({"resumed_from": checkpoint.where, "resumed_at": f"epoch {self.epoch}, step {self.step}",
@@ -288,17 +292,12 @@ class Trainer:
                 f"{checkpoint.where} was written with {state['steps_per_epoch']} steps per epoch, this run has "
                 f"{self.steps_per_epoch}: resume with the same global batch (workers x data.batch_size)"
             )
-        same_ranks = state["world_size"] == self.runtime.world_size
-        if not same_ranks and state["step"] % self.steps_per_epoch:
-            raise ValueError(
-                f"{checkpoint.where} is inside epoch {state['epoch'] + 1} and was written by {state['world_size']} "
-                f"worker(s); resuming inside an epoch needs as many workers (this run has {self.runtime.world_size})"
-            )
         self.optimization.load_state_dict(state)
         self.objective.load_state_dict(state["objective"])
-        if same_ranks:  # another world size starts the next epoch afresh, which the epoch number fixes
+        if state["step"] % self.steps_per_epoch:  # inside an epoch; at its end, the next one starts afresh
             self.streams.load_state_dict(state["streams"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.resumed_from_workers = int(state["world_size"])
         self.restarts = int(state["restarts"]) + 1
         if checkpoint.own:
             self.mlflow_run_id = self.mlflow_run_id or state["mlflow_run_id"]

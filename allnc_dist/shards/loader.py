@@ -44,23 +44,27 @@ def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
 class ShardLoader:
     """Batches (images, labels) of a `ShardStream`, in the stream's position order.
 
-    With drop_last (the default, for training), every pass of a full epoch hands out exactly
-    S // batch_size batches on every rank, and the last S mod batch_size samples are dropped. With
-    drop_last=False (for evaluation), the last partial batch is kept. `position` counts the samples
-    handed out in `epoch`, `skipped` the bad samples of the current pass by reason.
+    With drop_last (the default, for training), every pass of a full epoch hands out the same number
+    of full batches on every rank: `batches_per_epoch` when given (a re-balanced loader matches its
+    uniform one), else the stream's `training_batches`; the positions after them are not read. With
+    drop_last=False (for evaluation), all S positions are read and the last partial batch is kept.
+    `position` counts the samples handed out in `epoch`, `skipped` the bad samples of the current pass
+    by reason.
 
     A torch.distributed.checkpoint Stateful by its methods, not by inheritance: that import costs ~0.7 s.
     """
 
-    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int = 0, drop_last: bool = True) -> None:
+    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int = 0, drop_last: bool = True,
+                 batches_per_epoch: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if drop_last and stream.samples_per_epoch < batch_size:
-            raise ValueError(
-                f"each rank reads {stream.samples_per_epoch} samples per epoch, fewer than batch_size "
-                f"{batch_size}: no full batch"
-            )
         self.stream, self.batch_size, self.num_workers, self.drop_last = stream, batch_size, num_workers, drop_last
+        self.batches_per_epoch = stream.training_batches(batch_size) if batches_per_epoch is None else batches_per_epoch
+        if drop_last and not 0 < self.batches_per_epoch * batch_size <= stream.samples_per_epoch:
+            raise ValueError(
+                f"each of {stream.world_size} rank(s) reads {stream.samples_per_epoch} samples per epoch: no "
+                f"{self.batches_per_epoch or 'full'} batch(es) of {batch_size} per rank"
+            )
         self.epoch = 0
         self.position = 0
         self.skipped: Counter[str] = Counter()
@@ -68,8 +72,12 @@ class ShardLoader:
 
     def __len__(self) -> int:
         """Batches in a full epoch."""
-        samples = self.stream.samples_per_epoch
-        return samples // self.batch_size if self.drop_last else math.ceil(samples / self.batch_size)
+        return self.batches_per_epoch if self.drop_last else math.ceil(self.stream.samples_per_epoch / self.batch_size)
+
+    @property
+    def end(self) -> int:
+        """Where a pass stops reading: after the last full batch, or at the epoch's end."""
+        return self.batches_per_epoch * self.batch_size if self.drop_last else self.stream.samples_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch of the next pass. A resume point loaded for another epoch is dropped."""
@@ -89,7 +97,7 @@ class ShardLoader:
         start, self._resume_at = self._resume_at, 0
         self.position, self.skipped = start, Counter()
         # Chunks of one batch each: a worker's chunk can go out as a batch as it is.
-        epoch_pass = self.stream.epoch_pass(self.epoch, start, self.batch_size)
+        epoch_pass = self.stream.epoch_pass(self.epoch, start, self.end, self.batch_size)
         records = iter(DataLoader(epoch_pass, batch_size=None, num_workers=self.num_workers))
         try:
             yield from self._handed_out(self._batches(self._in_order(records, start)), epoch_pass.epoch)
@@ -115,7 +123,7 @@ class ShardLoader:
     def _in_order(self, records: Iterable[SampleChunk | WorkerReport], start: int) -> Iterator[Batch]:
         """Runs of consecutive samples (images, labels), in position order, from the workers' chunks;
         collects the workers' reports. A chunk that arrives whole and in order is one run."""
-        expected, end = start, self.stream.samples_per_epoch
+        expected, end = start, self.end
         waiting: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for record in records:
             if isinstance(record, WorkerReport):

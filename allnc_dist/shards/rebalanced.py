@@ -110,6 +110,9 @@ class RebalancedStream(ShardStream):
         """None: every position is an independent draw."""
         return 0
 
+    def training_batches(self, batch_size: int) -> int:
+        return self.samples_per_epoch // batch_size
+
     def class_probabilities(self) -> np.ndarray:
         """p_k, the probability that a position draws class k."""
         return self.probabilities.copy()

@@ -116,28 +116,36 @@ class ShardStream:
             return 0
         return self.samples_per_epoch - rank_share(self.index.total_samples, self.world_size, self.rank)
 
+    def training_batches(self, batch_size: int) -> int:
+        """Full batches per epoch when training. A uniform epoch takes the global batches whose
+        W·batch_size positions are all real samples, N // (W·batch_size): padding is never trained on,
+        and W' ranks with W·batch_size / W' each take as many steps (an elastic resize keeps the count)."""
+        if self.resampled:
+            return self.samples_per_epoch // batch_size
+        return self.index.total_samples // (self.world_size * batch_size)
+
     def plan(self, epoch: int) -> SamplePlan:
         if self.resampled:
             return resampled_plan(self.index, self.seed, epoch, self.rank, self.epoch_length)
         return uniform_plan(self.index, self.seed, epoch, self.rank, self.world_size)
 
     # -- passes
-    def epoch_pass(self, epoch: int, start: int, chunk_size: int) -> EpochPass:
-        """The pass over `epoch` from position `start`, read in chunks of `chunk_size` samples.
+    def epoch_pass(self, epoch: int, start: int, end: int, chunk_size: int) -> EpochPass:
+        """The pass over positions [start, end) of `epoch`, read in chunks of `chunk_size` samples.
 
         Its shards are verified here, once in the calling process, so that loader workers need not:
         the verified files travel with the stream to them (see __getstate__).
         """
         if self.verify_checksums:
-            for shard in np.unique(self.plan(epoch).shards[start:]):
+            for shard in np.unique(self.plan(epoch).shards[start:end]):
                 verify_shard(self.index.shard_path(int(shard)), self.index.shards[int(shard)].sha256)
-        return EpochPass(self, epoch, start, chunk_size)
+        return EpochPass(self, epoch, start, end, chunk_size)
 
-    def read(self, epoch: int, start: int, chunk_size: int) -> Iterator[SampleChunk | WorkerReport]:
-        """This process's share of the pass over `epoch` from `start`: its chunks, then its report."""
+    def read(self, epoch: int, start: int, end: int, chunk_size: int) -> Iterator[SampleChunk | WorkerReport]:
+        """This process's share of the pass over positions [start, end) of `epoch`: its chunks, then its report."""
         worker, num_workers = worker_slot()
         plan = self.plan(epoch)
-        positions = worker_positions(start, len(plan), worker, num_workers, chunk_size)
+        positions = worker_positions(start, end, worker, num_workers, chunk_size)
         log = BadSampleLog(self.on_bad_sample)
         share = f"epoch {epoch}, rank {self.rank}, loader worker {worker}"
         samples = fill_bad_samples(self._read(plan, positions, log), share)
@@ -187,7 +195,8 @@ class EpochPass(IterableDataset):
     stream: ShardStream
     epoch: int
     start: int
+    end: int
     chunk_size: int
 
     def __iter__(self) -> Iterator[SampleChunk | WorkerReport]:
-        return self.stream.read(self.epoch, self.start, self.chunk_size)
+        return self.stream.read(self.epoch, self.start, self.end, self.chunk_size)
