@@ -34,7 +34,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML config (default: the job's own, in jobs/configs/)")
     p.add_argument("--local", action="store_true", help="train in this process (one GPU or the CPU), no Ray")
     p.add_argument("--data", type=Path, help="shard folder written by `allnc shards` (holds train/ and test/)")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers (distributed.num_workers)")
+    p.add_argument("--num-workers", help="Ray Train workers (distributed.num_workers); M..N: elastic, M to N")
     p.add_argument("--min-workers", type=int,
                    help="elastic: go on with as few as this many workers when nodes go (distributed.min_workers)")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; 0 trains on CPUs with gloo")

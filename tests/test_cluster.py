@@ -3,9 +3,9 @@ on one machine, jobs submitted through the Ray job server, and a clean stop.
 
 The head (Ray head and MLflow server) runs at 127.0.0.2, a second Ray node at 127.0.0.3; each offers
 one CPU, so a 2-worker job puts one worker on each node. The second node runs in a mount namespace of
-its own where the head's folder (its state, the jobs' --out folders) is hidden under an empty tmpfs:
-it sees only the "shared" folder, which stands in for NFS (Ray Train's storage, data given with
---data), and its own scratch. One cluster is started for the whole module (about 25 s on 2 cores)
+its own where the head's folder (its state, the jobs' --out folders) is hidden under an empty tmpfs
+and the file system is read-only: it sees only the "shared" folder, which stands in for NFS (Ray
+Train's storage, data given with --data), and writes only there and in its own scratch. One cluster is started for the whole module (about 25 s on 2 cores)
 and always stopped at the end, by the sessions it started.
 """
 
@@ -174,13 +174,23 @@ def _cluster_env(tmp: Path, ray_tmp: Path, ports: dict) -> dict:
     return env
 
 
+# The second node's mount namespace: the head's folder ($1) becomes an empty read-only tmpfs, and the
+# whole file system read-only but for the folders that follow ($3...), the node's own (its state,
+# scratch and Ray's temp folder) and the shared one; then join.sh ($2) runs.
+NODE_VIEW = ('head=$1 join=$2; shift 2; mount -t tmpfs -o ro tmpfs "$head" && '
+             'for folder in "$@"; do mount --bind "$folder" "$folder" || exit 1; done && '
+             'mount -o remount,bind,ro / && exec bash "$join"')
+
+
 def _join_second_node(c: Cluster) -> None:
-    """join.sh for the second node, in a mount namespace where the head's folder is an empty tmpfs."""
+    """join.sh for the second node, in a mount namespace where it can write only to its own folders and
+    the shared one (/dev/shm, memory, stays writable): a write anywhere else fails, so every job on the
+    cluster checks that no node writes outside the folders declared shared or node-local."""
     c.node_state.mkdir(parents=True, exist_ok=True)
     shutil.copy(c.state / "ray_auth_token", c.node_state / "ray_auth_token")  # as a user copies it
-    hide_head = 'mount -t tmpfs tmpfs "$0" && exec bash "$1"'
-    join = _run(["unshare", "--mount", "--propagation", "private", "bash", "-c", hide_head, c.head, JOIN],
-                c.node_env, timeout=300)
+    writable = [c.node_env["TMPDIR"], c.node_env["RAY_TMPDIR"], c.shared]
+    join = _run(["unshare", "--mount", "--propagation", "private", "bash", "-c", NODE_VIEW, "node-view", c.head, JOIN,
+                 *writable], c.node_env, timeout=300)
     assert join.returncode == 0, "cluster/join.sh failed: " + _describe(join)
 
 
@@ -205,7 +215,9 @@ def cluster(tmp_path_factory):
            "RAY_ADDRESS": address}
     node_env = {**_cluster_env(tmp, node_ray_tmp, node_ports), "ALLNC_HOST": NODE_HOST, "ALLNC_HEAD": address,
                 "RAY_ADDRESS": address, "ALLNC_CLUSTER_DIR": str(tmp / "node" / "state"),
-                "TMPDIR": str(tmp / "node")}  # the node's scratch: its own copy of built-in shards goes here
+                # The node's scratch (its copy of built-in shards, a rank 0's run folder) and caches.
+                "TMPDIR": str(tmp / "node"), "MPLCONFIGDIR": str(tmp / "node" / "matplotlib"),
+                "TORCH_EXTENSIONS_DIR": str(tmp / "node" / "torch_extensions")}
     c = Cluster(state=head / "state", node_state=tmp / "node" / "state", head=head, shared=shared, env=env,
                 node_env=node_env, ports={k: int(v) for k, v in ports.items()})
     try:
@@ -380,6 +392,18 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trai
     torch.testing.assert_close(single.evaluation.classifier, two_nodes.evaluation.classifier, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(single.evaluation.class_means, two_nodes.evaluation.class_means, rtol=1e-4, atol=1e-5)
     assert single.report["metrics"]["acc_top1"] == pytest.approx(report["metrics"]["acc_top1"], abs=1e-9)
+
+
+def test_a_job_started_on_the_head_without_ray_address_joins_the_cluster(cluster):
+    """`python jobs/...` on a head node without RAY_ADDRESS: `ray start` recorded the cluster's address
+    in its temp folder (cluster/up.sh gives it RAY_TMPDIR), and the job joins that cluster instead of
+    starting a private Ray of its own."""
+    env = {k: v for k, v in cluster.client_env.items() if k != "RAY_ADDRESS"}
+    code = ("import ray; from allnc_dist.engine.ray_driver import ensure_ray; ensure_ray(1); "
+            "print(sorted(node['NodeManagerAddress'] for node in ray.nodes() if node['Alive']))")
+    proc = _run([sys.executable, "-c", code], env, timeout=120)
+    assert proc.returncode == 0, _describe(proc)
+    assert proc.stdout.splitlines()[-1] == str([HEAD_HOST, NODE_HOST]), _describe(proc)
 
 
 def test_job_submit_runs_the_demo_and_its_log_reads_in_one_screen(cluster):

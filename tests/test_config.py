@@ -90,5 +90,7 @@ def test_an_elastic_run_keeps_its_global_batch_at_every_size():
     with pytest.raises(ConfigError, match=uneven):
         load_config(None, ["distributed.num_workers=3", "distributed.min_workers=2", "data.batch_size=6",
                            "data.resampled=true", "data.epoch_length=5", "data.source=shards", "data.shards=x"])
+    ranged = load_config(None, ["distributed.num_workers=1..2", "data.batch_size=16"]).distributed
+    assert (ranged.min_workers, ranged.num_workers) == (1, 2)
     with pytest.raises(ConfigError, match=r"min_workers \(5\) is above distributed.num_workers \(4\)"):
         load_config(None, ["distributed.num_workers=4", "distributed.min_workers=5"])

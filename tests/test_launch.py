@@ -49,6 +49,8 @@ def test_min_workers_makes_every_method_of_a_job_elastic():
     configs, _ = job_configs(CONFIG, job_args("--methods", "allnc,ce", "--num-workers", "4", "--min-workers", "2",
                                               "data.batch_size=12"), None)
     assert [list(cfg.distributed.worker_counts()) for cfg in configs.values()] == [[2, 3, 4], [2, 3, 4]]
+    configs, _ = job_configs(CONFIG, job_args("--methods", "ce", "--num-workers", "1..2"), None)
+    assert list(configs["ce"].distributed.worker_counts()) == [1, 2]
     with pytest.raises(ConfigError, match="does not split evenly over 3 worker"):
         job_configs(CONFIG, job_args("--num-workers", "4", "--min-workers", "2"), None)  # 4 x 32
 

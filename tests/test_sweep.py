@@ -334,3 +334,23 @@ def test_resume_refuses_new_settings(sweep):
     changed = write_sweep(sweep["file"].parent, name="digits_test", space={"optim.lr": {"uniform": [0.01, 0.1]}})
     code, _, errors = run_cli(changed, "--resume", "--out", sweep["out"])
     assert code == 2 and "differs from the settings" in errors
+
+
+def test_a_sweep_on_several_nodes_needs_an_mlflow_server_they_all_reach(tmp_path):
+    """Checked before any trial starts: a SQLite store, which the sweep serves on 127.0.0.1, cannot take
+    the logs of trials on other machines; an http server on the cluster network can."""
+    from allnc_dist.config import load_config  # noqa: PLC0415
+    from allnc_dist.sweep.tune_run import check_trials_reach_every_node  # noqa: PLC0415
+
+    nodes = ["10.0.0.1", "10.0.0.2"]
+
+    def trial(uri: str):
+        return load_config(None, [f"tracking.mlflow_uri={uri}", f"distributed.storage_path={tmp_path}"])
+
+    with pytest.raises(ConfigError, match=r"serves sqlite:///sweep.db through an MLflow server on 127.0.0.1 only"):
+        check_trials_reach_every_node(trial("http://127.0.0.1:5000"), "sqlite:///sweep.db", nodes)
+    with pytest.raises(ConfigError, match="loopback address the other nodes do not reach") as refused:
+        check_trials_reach_every_node(trial("http://127.0.0.1:5000"), "http://127.0.0.1:5000", nodes)
+    assert "The sweep serves" not in str(refused.value)
+    check_trials_reach_every_node(trial("http://10.0.0.1:5000"), "http://10.0.0.1:5000", nodes)
+    check_trials_reach_every_node(trial("http://127.0.0.1:5000"), "sqlite:///sweep.db", ["127.0.0.1"])

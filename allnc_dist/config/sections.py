@@ -3,6 +3,7 @@ and the run loop (`train`). `Section` is the base of every section."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -109,7 +110,10 @@ class OptimConfig(Section):
 
 # -------------------------------------------------------------------------------------- distributed
 class DistributedConfig(Section):
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU); with min_workers, the most.")
+    num_workers: int = Field(
+        1, ge=1, description="Ray Train workers (one per GPU); with min_workers, the most. 'M..N' sets min_workers=M "
+        "and num_workers=N.",
+    )
     min_workers: int | None = Field(
         None, ge=1, description="Elastic training: the run goes on with as few as this many workers when nodes are "
         "lost, and grows back to num_workers when they return (Ray Train's num_workers=(min, max)); the global batch "
@@ -138,6 +142,16 @@ class DistributedConfig(Section):
         "auto", description="auto: a file store when the workers share one node (no port opened), Ray's TCP "
         "rendezvous when they span nodes; decided where they are placed, at every (re)start."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _worker_range(cls, values):
+        """num_workers='M..N' (Ray Train's num_workers=(M, N)) is min_workers=M, num_workers=N."""
+        if isinstance(values, dict) and isinstance(values.get("num_workers"), str):
+            match = re.fullmatch(r"\s*(\d+)\s*\.\.\s*(\d+)\s*", values["num_workers"])
+            if match:
+                values = {**values, "min_workers": int(match[1]), "num_workers": int(match[2])}
+        return values
 
     @model_validator(mode="after")
     def _check_combinations(self) -> DistributedConfig:
@@ -181,7 +195,7 @@ class TrainConfig(Section):
     resume_from: str | None = Field(
         None, description="Continue from this checkpoint (a checkpoint.pt, or a Ray checkpoint folder holding one) "
         "written by either runtime, when the run has no checkpoint of its own. Same global batch (workers x "
-        "data.batch_size) as the run that wrote it; inside an epoch, also the same number of workers.",
+        "data.batch_size) as the run that wrote it, on any number of workers.",
     )
     eval_split: Literal["test", "val"] = Field(
         "test", description="Split the periodic and final evaluation measure accuracy on; 'val' for model "

@@ -39,13 +39,15 @@ LOOPBACK = "127.0.0.1"
 
 
 def ensure_ray(num_cpus_needed: float) -> None:
-    """Connect to the cluster RAY_ADDRESS names, or start a private one-node Ray on 127.0.0.1."""
+    """Connect to the cluster RAY_ADDRESS names, or to the one `ray start` started on this machine (a
+    job launched on a head node), or else start a private one-node Ray on 127.0.0.1."""
     import ray  # noqa: PLC0415
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+    address = os.environ.get("RAY_ADDRESS") or cluster_started_here()
+    if address:
+        ray.init(address=address, log_to_driver=True)
         return
     # Every Ray process of this private instance binds loopback only. Ray reads this switch when it
     # is imported (here and in the processes it starts); the driver may have imported it already.
@@ -55,6 +57,21 @@ def ensure_ray(num_cpus_needed: float) -> None:
     # The dashboard serves the State API, which Ray Train needs to clean up after a stopped run.
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(num_cpus_needed) + 1), _node_ip_address=LOOPBACK,
              include_dashboard=True, dashboard_host=LOOPBACK, log_to_driver=True)
+
+
+def cluster_started_here() -> str | None:
+    """The address of a running cluster that `ray start` started on this machine, as it recorded it in
+    its temp folder: Ray's default (<$RAY_TMPDIR or /tmp>/ray), or $RAY_TMPDIR itself, which
+    cluster/up.sh passes as --temp-dir. Ray's own `address="auto"` reads the first record too, but
+    would also join any other Ray instance it finds running."""
+    from ray._private import services  # noqa: PLC0415
+
+    running = services.find_gcs_addresses()
+    for temp_dir in (None, os.environ.get("RAY_TMPDIR")):
+        address = services.find_bootstrap_address(temp_dir)
+        if address in running:
+            return address
+    return None
 
 
 def worker_node_id() -> str:
@@ -175,6 +192,8 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     from ray.train import RunConfig as RayRunConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
+    import ray  # noqa: PLC0415
+
     from .ray_runtime import train_loop_per_worker  # noqa: PLC0415
 
     if cfg.data.source != "shards":
@@ -196,7 +215,9 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     quiet_ray_train()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
+                           # A rank 0 on another node keeps the run folder in its own scratch (ray_runtime.py).
+                           "driver_node_id": ray.get_runtime_context().get_node_id(), "fit_id": uuid.uuid4().hex},
         scaling_config=scaling_config(d, resources),
         run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),

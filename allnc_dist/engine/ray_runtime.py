@@ -291,9 +291,21 @@ def quiet_worker_console(cfg: RunConfig) -> None:
     warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
 
 
+def worker_run_dir(loop_config: dict) -> Path:
+    """Where this worker keeps the run folder: the driver's `run_dir` on the driver's node. On another
+    node that path may not exist or be writable, and nothing there would read it: the folder goes to
+    this node's scratch (one per fit of the driver), and reaches the driver with each checkpoint."""
+    from .ray_driver import worker_node_id  # noqa: PLC0415
+
+    run_dir = Path(loop_config["run_dir"])
+    if worker_node_id() == loop_config["driver_node_id"]:
+        return run_dir
+    return Path(tempfile.gettempdir()) / "allnc-runs" / f"{run_dir.name}-{loop_config['fit_id']}"
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train's entry point on every worker."""
     cfg = RunConfig.model_validate(loop_config["config"])
     quiet_worker_console(cfg)
-    run_dir = loop_config["run_dir"]
+    run_dir = worker_run_dir(loop_config)
     Trainer(cfg, run_dir, RayDeepSpeedRuntime(cfg, run_dir), mlflow_run_id=loop_config.get("mlflow_run_id")).fit()

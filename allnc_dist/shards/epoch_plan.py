@@ -11,7 +11,8 @@ together the i-th batch of size W·B of a single rank.
 
 **Equal counts.** Every rank reads exactly S = ceil(N / W) positions per epoch. A rank whose share is
 one short re-reads its own first sample as padding, so an epoch holds W·S − N ≤ W − 1 padding
-samples in all.
+samples in all. Training takes only the N // (W·B) global batches of real samples, the same count
+for any W with the same W·B, so that an elastic run may change W inside an epoch (engine/streams.py).
 
 **Resampled epochs.** Shards are drawn with replacement (weighted by their sample counts) from
 (seed, epoch, rank), and each rank reads exactly `epoch_length` samples.

@@ -172,11 +172,14 @@ def run_trials(state: SweepState, spec: SweepConfig, base: RunConfig, sweep_dir:
     text (None when the run was interrupted) and whether every trial failed."""
     # Ray, torch and matplotlib load once the sweep has checked out.
     from .results import best_trial, plot_parameters, summary, trial_outcomes  # noqa: PLC0415
-    from .tune_run import TrialSetup, interrupted, reserve_cluster, run_tune  # noqa: PLC0415
+    from ..engine.ray_driver import alive_node_addresses  # noqa: PLC0415
+    from .tune_run import TrialSetup, check_trials_reach_every_node, interrupted, reserve_cluster, run_tune  # noqa: PLC0415
 
     trial_base = deep_merge(state.base_config, {"tracking": {"mlflow_uri": url}}) if url else state.base_config
     setup = TrialSetup(trial_base, str(sweep_dir), state.parent_run_id)
-    results = run_tune(spec, setup, base.train.epochs, reserve_cluster(spec, base.distributed))
+    concurrency = reserve_cluster(spec, base.distributed)
+    check_trials_reach_every_node(config_from_dict(trial_base), state.tracking_uri, alive_node_addresses())
+    results = run_tune(spec, setup, base.train.epochs, concurrency)
     if interrupted(sweep_dir, spec):
         return None, False
     outcomes = trial_outcomes(results, spec, base.train.epochs)

@@ -20,8 +20,9 @@ from ray.tune.result_grid import ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm
 
-from ..config import DistributedConfig, config_from_dict
-from ..engine.ray_driver import ensure_ray, fit_on_ray
+from ..config import ConfigError, DistributedConfig, RunConfig, config_from_dict
+from ..engine.ray_driver import check_multi_node_storage, ensure_ray, fit_on_ray
+from ..tracking.run_tracking import SQLITE_PREFIX
 from .spec import AshaScheduler, SweepConfig, with_knobs
 
 TRIAL_DRIVER_CPUS = 1.0
@@ -74,6 +75,18 @@ def reserve_cluster(spec: SweepConfig, d: DistributedConfig) -> int:
         return spec.max_concurrent_trials
     ensure_ray(trial_cpus(d))
     return default_max_concurrent_trials(ray.available_resources(), d)
+
+
+def check_trials_reach_every_node(trial: RunConfig, store: str | None, nodes: list[str]) -> None:
+    """On a cluster of several nodes, refuse the sweep before any trial starts when its trials could not
+    share checkpoints or an MLflow store from every node (the sweep serves a SQLite store on 127.0.0.1)."""
+    try:
+        check_multi_node_storage(trial, nodes)
+    except ConfigError as err:
+        if store and store.startswith(SQLITE_PREFIX):
+            raise ConfigError(f"{err}. The sweep serves {store} through an MLflow server on 127.0.0.1 only: set "
+                              "MLFLOW_TRACKING_URI to a server on the cluster network (cluster/up.sh starts one)") from None
+        raise
 
 
 def search_space(spec: SweepConfig) -> dict:
