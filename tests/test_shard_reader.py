@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from distributed import run_workers
 from torch.distributed.checkpoint.stateful import Stateful
 
 from allnc_dist.data.datasets import build_eval_transform, build_transform
@@ -434,3 +436,50 @@ def test_a_reader_resized_inside_an_epoch_reads_what_one_fixed_size_reader_reads
     assert [sorted(a + b) for a, b in zip(*grown)] == [sorted(batch) for batch in one_rank[2:]]
     with pytest.raises(ValueError, match="not a whole number of batches of 17 on 2 ranks"):
         position_for_ranks({"epoch": 2, "position": 17}, 1, 2, 17)
+
+
+def _verify_on_rank(rank: int, world_size: int, root: str, out: str) -> None:
+    import torch.distributed as dist  # noqa: PLC0415
+
+    from allnc_dist.shards import index as shard_index  # noqa: PLC0415
+
+    hashed = []
+    file_sha256 = shard_index.file_sha256
+    shard_index.file_sha256 = lambda path: hashed.append(Path(path).name) or file_sha256(path)
+
+    def gather(value):
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    try:
+        shard_index.verify_across_ranks([load_index(Path(root))], rank, world_size, gather)
+        outcome = {"hashed": hashed, "verified": len(shard_index.verified_fingerprints())}
+    except CorruptShardError as err:
+        outcome = {"hashed": hashed, "error": str(err)}
+    (Path(out) / f"{rank}.json").write_text(json.dumps(outcome))
+
+
+def test_two_ranks_hash_each_shard_once_between_them_and_both_stop_on_a_bad_one(
+    uneven: tuple[ShardIndex, list[FixtureSample]], tmp_path: Path
+) -> None:
+    """Two gloo processes on one shard set of 7 shards: rank 0 hashes shards 0, 2, 4, 6 and rank 1 the
+    others, and each ends with all 7 verified. With the second shard corrupt, both ranks stop with the
+    error rank 1 found."""
+    index, _ = uneven
+    names = [index.shard_path(i).name for i in range(len(index.shards))]
+    run_workers(_verify_on_rank, 2, tmp_path, str(index.root), str(tmp_path))
+    outcomes = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert [o["hashed"] for o in outcomes] == [names[0::2], names[1::2]]
+    assert [o["verified"] for o in outcomes] == [7, 7]
+
+    broken = tmp_path / "broken"
+    shutil.copytree(index.root, broken)
+    shard = broken / names[1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    (tmp_path / "run2").mkdir()
+    run_workers(_verify_on_rank, 2, tmp_path / "run2", str(broken), str(tmp_path / "run2"))
+    errors = [json.loads((tmp_path / "run2" / f"{rank}.json").read_text())["error"] for rank in (0, 1)]
+    assert errors[0] == errors[1] and f"checksum mismatch: {shard}" in errors[0]

@@ -30,6 +30,8 @@ from ..config import RunConfig
 from ..data import LongTailData
 from ..data.builtin_shards import shards_on_this_node
 from ..method.objective import AllNCObjective
+from ..shards import ShardIndex
+from ..shards.index import verify_across_ranks
 from ..tracking import RunDirectory
 from .checkpoint import CHECKPOINT_FILE, OUTPUTS_FOLDER, load_checkpoint, save_checkpoint
 from .local_runtime import autocast_for
@@ -173,8 +175,7 @@ class RayDeepSpeedRuntime:
         self.accumulation = cfg.distributed.grad_accumulation
         self.device = self.pick_device(context.get_local_rank())
         self.consistent_steps = 0  # steps whose parameters and class means were checked equal on all ranks
-        self.node_addresses: list[str] = [""] * self.world_size  # each rank's node, for the report
-        dist.all_gather_object(self.node_addresses, ray.util.get_node_ip_address())
+        self.node_addresses = self.gather_objects(ray.util.get_node_ip_address())  # each rank's node, for the report
 
     def pick_device(self, local_rank: int) -> torch.device:
         if self.cfg.distributed.gpus_per_worker > 0:
@@ -184,7 +185,16 @@ class RayDeepSpeedRuntime:
 
     def build_streams(self, cfg: RunConfig, data: LongTailData | None) -> TrainingStreams:
         data = shards_on_this_node(cfg.data_per_worker(self.world_size))  # this worker's share of the global batch
-        return ShardStreams(cfg.model_copy(update={"data": data}), self.rank, self.world_size)
+        return ShardStreams(cfg.model_copy(update={"data": data}), self.rank, self.world_size, self.verify_shards)
+
+    def verify_shards(self, indexes: list[ShardIndex]) -> None:
+        verify_across_ranks(indexes, self.rank, self.world_size, self.gather_objects)
+
+    def gather_objects(self, value) -> list:
+        """Every rank: `value` of every rank, in rank order."""
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
 
     def optimization(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> DeepSpeedOptimization:
         import deepspeed  # noqa: PLC0415

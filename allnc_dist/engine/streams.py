@@ -10,7 +10,7 @@ replays exactly what an uninterrupted run draws.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -112,13 +112,18 @@ class ShardStreams:
     normalised with statistics read from the training shards, identical on every rank.
     """
 
-    def __init__(self, cfg: RunConfig, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, cfg: RunConfig, rank: int = 0, world_size: int = 1,
+                 verify_shards: Callable[[list[ShardIndex]], None] | None = None) -> None:
+        """`verify_shards`: checks the sets' shards before anything reads them (the Ray runtime shares the
+        work among the ranks); without it, each shard is checked in this process when first read."""
         d = self.data_cfg = cfg.data
         self.rank, self.world_size = rank, world_size
         root = Path(d.shards)
         self.train_index = load_index(root / "train")
         self.eval_index = load_index(root / "test" if cfg.train.eval_split == "test" else val_split_dir(root))
         check_same_classes(self.train_index, self.eval_index)
+        if d.verify_checksums and verify_shards is not None:
+            verify_shards([self.train_index, self.eval_index])
         self.class_counts = list(self.train_index.class_counts)
         self.image_shape = stream_image_shape(self.train_index, d.augment, d.image_size)
         mean, std = shard_channel_stats(self.train_index, d.on_bad_sample, d.verify_checksums)

@@ -243,6 +243,28 @@ def verify_shard(path: str | Path, sha256: str) -> None:
     _verified.add(fingerprint)
 
 
+def verify_across_ranks(indexes: Iterable[ShardIndex], rank: int, world_size: int,
+                        gather_objects: Callable[[Any], list]) -> None:
+    """Hash every shard of `indexes` once across the ranks, not once on every rank: rank r hashes every
+    W-th shard, and `gather_objects` (an all-gather) shares what each verified. A rank adopts another's
+    verification only for a file of the same path, size and modification time, the same file on
+    shared storage; a node's own copy of a set is hashed there when it is read. A bad shard fails every
+    rank with the error that found it (no rank waits in the gather for one that gave up)."""
+    shards = [(index.shard_path(i), shard.sha256) for index in indexes for i, shard in enumerate(index.shards)]
+    error = None
+    try:
+        for path, sha256 in shards[rank::world_size]:
+            verify_shard(path, sha256)
+    except (CorruptShardError, OSError) as err:
+        error = err
+    outcomes = gather_objects((verified_fingerprints(), error))
+    for _, found in outcomes:
+        if found is not None:
+            raise found
+    for fingerprints, _ in outcomes:
+        adopt_verified(fingerprints)
+
+
 def verified_fingerprints() -> frozenset[Fingerprint]:
     """The shard files this process has verified (to hand on to loader worker processes)."""
     return frozenset(_verified)
