@@ -14,6 +14,7 @@ from allnc_dist.config import load_config
 from allnc_dist.engine.evaluate import evaluate
 from allnc_dist.engine.streams import ShardStreams
 from allnc_dist.method.network import build_network
+from allnc_dist.metrics import one_process
 
 WORLD_SIZE = 3
 
@@ -31,7 +32,7 @@ def evaluate_share(rank: int, world_size: int, shards, out) -> None:
     model = build_network(cfg, streams.image_shape[0], len(streams.class_counts))
     test, train_eval = streams.eval_loaders()
     evaluation = evaluate(model, test, train_eval, streams.class_counts, 0.5, torch.device("cpu"),
-                          sum_over_ranks=all_reduce_sum if world_size > 1 else None)
+                          sum_over_ranks=all_reduce_sum if world_size > 1 else one_process)
     torch.save(asdict(evaluation), out / f"rank{rank}-of-{world_size}.pt")
 
 

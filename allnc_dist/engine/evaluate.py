@@ -21,9 +21,9 @@ from ..metrics import (
     accuracy_per_class,
     branch_nc3,
     class_hits,
-    class_means,
     class_splits,
-    nc_metrics,
+    nc_metrics_and_means,
+    one_process,
     split_accuracies,
 )
 
@@ -94,19 +94,18 @@ def evaluate(
     alpha: float,
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
-    sum_over_ranks: SumOverRanks | None = None,
+    sum_over_ranks: SumOverRanks = one_process,
 ) -> Evaluation:
     """The metrics of the samples the loaders yield; with `sum_over_ranks`, of the samples every rank's
     loaders yield (each rank its own share of the splits): every count and sum is added up over the
     ranks, so every rank gets the metrics of the whole splits."""
-    total = sum_over_ranks or (lambda tensor: tensor)
     splits, num_classes = class_splits(class_counts), len(class_counts)
     test = collect_outputs(model, test_loader, alpha, device, autocast)
-    hits, totals = (total(counts) for counts in class_hits(test.logits.argmax(1), test.labels, num_classes))
+    hits, totals = (sum_over_ranks(counts) for counts in class_hits(test.logits.argmax(1), test.labels, num_classes))
     metrics = {f"acc_{k}": v for k, v in split_accuracies(hits, totals, splits).items()}
     train = collect_outputs(model, train_eval_loader, alpha, device, autocast)
     classifier = inference_classifier(model)
-    metrics.update(nc_metrics(train.features, train.labels, classifier, splits["few"], total))
-    means = class_means(train.features.double(), train.labels, num_classes, total)
+    collapse, means = nc_metrics_and_means(train.features, train.labels, classifier, splits["few"], sum_over_ranks)
+    metrics.update(collapse)
     metrics.update(centred_nc3(model, means))
     return Evaluation(metrics, classifier, means.float(), accuracy_per_class(hits, totals))

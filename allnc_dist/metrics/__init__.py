@@ -8,7 +8,16 @@ from .evaluation import (
     per_class_accuracy,
     split_accuracies,
 )
-from .neural_collapse import SumOverRanks, branch_nc3, centred, class_means, nc_metrics, pairwise_cosines
+from .neural_collapse import (
+    SumOverRanks,
+    branch_nc3,
+    centred,
+    class_means,
+    nc_metrics,
+    nc_metrics_and_means,
+    one_process,
+    pairwise_cosines,
+)
 from .plots import plot_cosine_heatmaps, plot_per_class_accuracy
 
 __all__ = [
@@ -21,6 +30,8 @@ __all__ = [
     "class_means",
     "class_splits",
     "nc_metrics",
+    "nc_metrics_and_means",
+    "one_process",
     "pairwise_cosines",
     "per_class_accuracy",
     "plot_cosine_heatmaps",

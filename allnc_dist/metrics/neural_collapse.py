@@ -25,7 +25,8 @@ _PINV_RTOL = 1e-8
 SumOverRanks = Callable[[Tensor], Tensor]  # a tensor summed over the ranks (returned, same shape and dtype)
 
 
-def _one_process(tensor: Tensor) -> Tensor:
+def one_process(tensor: Tensor) -> Tensor:
+    """The SumOverRanks of a single process."""
     return tensor
 
 
@@ -41,7 +42,7 @@ def pairwise_cosines(rows: Tensor) -> Tensor:
 
 
 def class_counts_and_means(features: Tensor, labels: Tensor, num_classes: int,
-                           sum_over_ranks: SumOverRanks = _one_process) -> tuple[Tensor, Tensor]:
+                           sum_over_ranks: SumOverRanks = one_process) -> tuple[Tensor, Tensor]:
     """(K,) sample counts and (K, D) per-class means of the features (in their dtype), over all ranks.
 
     Raises ValueError naming the classes that have no sample, because a mean over nothing would
@@ -56,7 +57,7 @@ def class_counts_and_means(features: Tensor, labels: Tensor, num_classes: int,
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int,
-                sum_over_ranks: SumOverRanks = _one_process) -> Tensor:
+                sum_over_ranks: SumOverRanks = one_process) -> Tensor:
     """(K, D) per-class means of the features, in their dtype (see `class_counts_and_means`)."""
     return class_counts_and_means(features, labels, num_classes, sum_over_ranks)[1]
 
@@ -154,10 +155,11 @@ def _check_inputs(features: Tensor, labels: Tensor, classifier: Tensor, few_clas
 
 def nc_metrics(
     features: Tensor, labels: Tensor, classifier: Tensor, few_classes: Sequence[int] = (),
-    sum_over_ranks: SumOverRanks = _one_process,
+    sum_over_ranks: SumOverRanks = one_process,
 ) -> dict[str, float]:
     """All Neural Collapse metrics of one set of features and a linear classifier, in float64 (of
-    the samples of every rank, with `sum_over_ranks`).
+    the samples of every rank, with `sum_over_ranks`); `nc_metrics_and_means` also returns the class
+    means they were measured from.
 
     Args:
         features: (N, D) features h_i.
@@ -179,15 +181,24 @@ def nc_metrics(
         few_self_duality: mean over Few classes of cos(w~_k, mu~_k); NaN when there is none.
     All metrics are 0 at perfect collapse onto a simplex ETF (the minority keys excepted).
     """
+    return nc_metrics_and_means(features, labels, classifier, few_classes, sum_over_ranks)[0]
+
+
+def nc_metrics_and_means(
+    features: Tensor, labels: Tensor, classifier: Tensor, few_classes: Sequence[int] = (),
+    sum_over_ranks: SumOverRanks = one_process,
+) -> tuple[dict[str, float], Tensor]:
+    """`nc_metrics`, and the (K, D) float64 class means (over every rank) that they measure."""
     _check_inputs(features, labels, classifier, few_classes)
     features, classifier = features.detach().double(), classifier.detach().double().to(features.device)
     labels = labels.to(features.device)
     counts, means = class_counts_and_means(features, labels, classifier.shape[0], sum_over_ranks)
     centred_means, centred_classifier = centred(means), centred(classifier)
-    return {
+    metrics = {
         "nc1": _nc1(_within_class_covariance(features, labels, counts, means, sum_over_ranks), centred_means),
         **_nc2(centred_means, "nc2_means_"),
         **_nc2(centred_classifier, "nc2_classifier_"),
         "nc3": _nc3(classifier, centred_means),
         **_minority_collapse(centred_classifier, centred_means, few_classes),
     }
+    return metrics, means
