@@ -134,13 +134,15 @@ else
     # In a session of its own as well, so that its worker processes go with it. Its background
     # job runner (a pool of huey consumers, used by GenAI features only) is off unless asked for.
     export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+    # Artifacts go through the server (--artifacts-destination, URIs mlflow-artifacts:/): a rank 0 on
+    # another node cannot write to this folder itself.
     # MLflow answers only the Host headers it allows (against DNS rebinding): by default localhost
     # and private networks, which leaves out a head on another address (127.0.0.2, a public IP).
     allowed=$HOST,$HOST:$MLFLOW_PORT,localhost,localhost:$MLFLOW_PORT,127.0.0.1,127.0.0.1:$MLFLOW_PORT
     setsid sh -c 'echo $$ >"$0"; exec "$@"' "$STATE/mlflow.pid" "$BIN/mlflow" server \
         --host "$HOST" --port "$MLFLOW_PORT" --allowed-hosts "$allowed" \
         --backend-store-uri "sqlite:///$STATE/mlflow.db" \
-        --default-artifact-root "$STATE/mlartifacts" --workers 1 \
+        --artifacts-destination "$STATE/mlartifacts" --workers 1 \
         >>"$MLFLOW_LOG" 2>&1 </dev/null &
     for _ in $(seq 100); do
         if [[ -s $STATE/mlflow.pid ]]; then break; fi

@@ -289,6 +289,13 @@ def _mlflow_runs(c: Cluster, experiment: str) -> list[dict]:
         return json.loads(r.read()).get("runs", [])
 
 
+def _mlflow_artifacts(c: Cluster, run_id: str) -> list[str]:
+    """The top-level artifact paths of a run, listed by the server that stores them."""
+    server = c.client_env["MLFLOW_TRACKING_URI"]
+    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/artifacts/list?run_id={run_id}") as r:
+        return sorted(f["path"] for f in json.loads(r.read()).get("files", []))
+
+
 def _job_ended(c: Cluster, job_id: str) -> str | None:
     """How the job ended ("succeeded", "failed", "stopped"), or None while it runs."""
     proc = _run(["ray", "job", "status", job_id], c.client_env, timeout=120)
@@ -376,6 +383,9 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trai
     (run,) = _mlflow_runs(cluster, "node_loss")  # one run, continued by the restarted workers
     tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
     assert run["info"]["status"] == "FINISHED" and tags["restarts"] == str(report["restarts"]), (run["info"], tags)
+    # Through the server, from whichever node rank 0 ended on (its own disk would not do).
+    assert {"model", "plots", "report.json"} <= set(_mlflow_artifacts(cluster, run["info"]["run_id"]))
+    assert not (out / "allnc" / "mlflow_fallback.jsonl").exists()
 
     overrides = [a for a in NODE_LOSS_JOB_ARGS[7:] if not a.startswith(("train.checkpoint_every_steps", "distributed.",
                                                                          "tracking."))]
