@@ -74,7 +74,8 @@ def cluster_started_here() -> str | None:
     return None
 
 
-def worker_node_id() -> str:
+def this_node_id() -> str:
+    """The Ray node this process runs on (a worker's, or the driver's)."""
     import ray  # noqa: PLC0415
 
     return ray.get_runtime_context().get_node_id()
@@ -94,7 +95,7 @@ def rendezvous_config(mode: str):
 
     class NodeAwareRendezvous(_TorchBackend):
         def on_start(self, worker_group, backend_config) -> None:
-            nodes = len(set(worker_group.execute(worker_node_id)))
+            nodes = len(set(worker_group.execute(this_node_id)))
             if mode == "tcp" or (mode == "auto" and nodes > 1):
                 super().on_start(worker_group, backend_config)
                 return
@@ -192,8 +193,6 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     from ray.train import RunConfig as RayRunConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    import ray  # noqa: PLC0415
-
     from .ray_runtime import train_loop_per_worker  # noqa: PLC0415
 
     if cfg.data.source != "shards":
@@ -217,7 +216,7 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
                            # A rank 0 on another node keeps the run folder in its own scratch (ray_runtime.py).
-                           "driver_node_id": ray.get_runtime_context().get_node_id(), "fit_id": uuid.uuid4().hex},
+                           "driver_node_id": this_node_id(), "fit_id": uuid.uuid4().hex},
         scaling_config=scaling_config(d, resources),
         run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),

@@ -305,10 +305,10 @@ def worker_run_dir(loop_config: dict) -> Path:
     """Where this worker keeps the run folder: the driver's `run_dir` on the driver's node. On another
     node that path may not exist or be writable, and nothing there would read it: the folder goes to
     this node's scratch (one per fit of the driver), and reaches the driver with each checkpoint."""
-    from .ray_driver import worker_node_id  # noqa: PLC0415
+    from .ray_driver import this_node_id  # noqa: PLC0415
 
     run_dir = Path(loop_config["run_dir"])
-    if worker_node_id() == loop_config["driver_node_id"]:
+    if this_node_id() == loop_config["driver_node_id"]:
         return run_dir
     return Path(tempfile.gettempdir()) / "allnc-runs" / f"{run_dir.name}-{loop_config['fit_id']}"
 
