@@ -4,8 +4,9 @@ env_vars) and never through the run's config.
 
     ALLNC_FAULT="exit_at_step=6,rank=1"                     rank 1 exits at step 6 (a fresh run only)
     ALLNC_FAULT="crash_in_checkpoint_write_at_epoch=4"      killed half-way through epoch 4's checkpoint
-    ALLNC_FAULT="slow_step_ms=500,slow_below_workers=2"     each step takes 0.5 s more while fewer than 2
-                                                            workers train (an elastic test's window to grow)
+    ALLNC_FAULT="hold_after_step=11,hold_below_workers=2"  a run on fewer than 2 workers waits after step 11
+                                                            until it is stopped (an elastic test's window for
+                                                            the group to grow back)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class FaultPlan:
     exit_at_step: int | None = None
     rank: int = 0
     crash_in_checkpoint_write_at_epoch: int | None = None
-    slow_step_ms: int = 0
-    slow_below_workers: int = 0
+    hold_after_step: int | None = None
+    hold_below_workers: int = 0
 
     @classmethod
     def parse(cls, text: str | None) -> FaultPlan:
@@ -48,8 +49,9 @@ class FaultPlan:
         return cls.parse(os.environ.get(FAULT_ENV))
 
     def after_step(self, step: int, rank: int, world_size: int, resumed: bool) -> None:
-        if world_size < self.slow_below_workers:
-            time.sleep(self.slow_step_ms / 1000)
+        if self.hold_after_step is not None and step >= self.hold_after_step and world_size < self.hold_below_workers:
+            while True:  # until Ray Train stops this worker group
+                time.sleep(1.0)
         self.exit_if_due(step, rank, resumed)
 
     def exit_if_due(self, step: int, rank: int, resumed: bool) -> None:
