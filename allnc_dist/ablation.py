@@ -1,5 +1,6 @@
-"""The ablation job: the six method presets and AllNC with each of its three parts switched off, every
-one trained with several seeds on one dataset and config; a table of mean ± std over the seeds.
+"""The ablation job: the method presets, and AllNC's paper form with each of its three parts switched
+off or one of the study's options on, every one trained with several seeds on one dataset and config;
+a table of mean ± std over the seeds.
 
     python jobs/ablation.py [--config YAML] [--local] [--seeds N | --seed-list 0,1,2] [--variants ce,allnc]
                             [--data SHARDS] [--num-workers N] [--gpus-per-worker G] [--zero-stage S]
@@ -41,24 +42,28 @@ from .results_table import TABLE_COLUMNS, TABLE_NOTE, metrics_table, plot_geomet
 from .tracking import MlflowTracker, RunDirectory, flatten_config
 
 # Every variant the job knows, in table order: a name and the config overrides that make it. The
-# presets fill in their own method fields; the ablations switch one part of AllNC off.
+# presets fill in their own method fields: `allnc` is AllNC's default (the sweep's choice) and
+# `allnc_paper` METHOD.md's form of it, every part on. The ablations and the study's options each
+# change one thing of the paper form, which has all the parts to switch off.
+PAPER = {"preset": "allnc_paper"}
 VARIANTS: dict[str, dict] = {
-    **{preset: {"method": {"preset": preset}} for preset in ("ce", "la", "ldam_drw", "bbn", "etf_dr", "allnc")},
-    "allnc_no_hycon": {"method": {"preset": "allnc", "hycon": {"weight": 0.0}}},
-    "allnc_no_p2p": {"method": {"preset": "allnc", "p2p": {"weight": 0.0}}},
-    "allnc_no_gbbn": {"method": {"preset": "allnc", "gbbn": {"enabled": False}}},
-    # The study of issue 13's options, one change from AllNC's default each (docs/RESULTS.md).
-    "allnc_aux_alpha": {"method": {"preset": "allnc", "aux": {"branch_weights": "alpha"}}},
-    "allnc_sqrt_sampler": {"method": {"preset": "allnc", "gbbn": {"rebalance": "tempered", "sampler_q": 0.5}}},
-    "allnc_la_by_loss": {"method": {"preset": "allnc", "loss": "la", "gbbn": {"rebalance": "logit_adjust"}}},
-    "allnc_light": {"method": {"preset": "allnc", "gbbn": {"rebalance": "logit_adjust", "shared_stage": True}}},
+    **{preset: {"method": {"preset": preset}}
+       for preset in ("ce", "la", "ldam_drw", "bbn", "etf_dr", "allnc", "allnc_paper")},
+    "allnc_no_hycon": {"method": {**PAPER, "hycon": {"weight": 0.0}}},
+    "allnc_no_p2p": {"method": {**PAPER, "p2p": {"weight": 0.0}}},
+    "allnc_no_gbbn": {"method": {**PAPER, "gbbn": {"enabled": False}}},
+    # The study of issue 13's options, one change from the paper form each (docs/RESULTS.md).
+    "allnc_aux_alpha": {"method": {**PAPER, "aux": {"branch_weights": "alpha"}}},
+    "allnc_sqrt_sampler": {"method": {**PAPER, "gbbn": {"rebalance": "tempered", "sampler_q": 0.5}}},
+    "allnc_la_by_loss": {"method": {**PAPER, "loss": "la", "gbbn": {"rebalance": "logit_adjust"}}},
+    "allnc_light": {"method": {**PAPER, "gbbn": {"rebalance": "logit_adjust", "shared_stage": True}}},
     # ... and the other allowed pairings of the loss and the re-balancing branch (one prior correction each).
-    "allnc_balanced_sampler": {"method": {"preset": "allnc", "gbbn": {"rebalance": "class_balanced"}}},
-    "allnc_ce_la_by_loss": {"method": {"preset": "allnc", "gbbn": {"rebalance": "logit_adjust"}}},
-    "allnc_reweight": {"method": {"preset": "allnc", "gbbn": {"rebalance": "reweight"}}},
-    "allnc_la_reweight": {"method": {"preset": "allnc", "loss": "la", "gbbn": {"rebalance": "reweight"}}},
+    "allnc_balanced_sampler": {"method": {**PAPER, "gbbn": {"rebalance": "class_balanced"}}},
+    "allnc_ce_la_by_loss": {"method": {**PAPER, "gbbn": {"rebalance": "logit_adjust"}}},
+    "allnc_reweight": {"method": {**PAPER, "gbbn": {"rebalance": "reweight"}}},
+    "allnc_la_reweight": {"method": {**PAPER, "loss": "la", "gbbn": {"rebalance": "reweight"}}},
     # The two options that helped most on digits-LT, together.
-    "allnc_la_alpha": {"method": {"preset": "allnc", "loss": "la", "gbbn": {"rebalance": "logit_adjust"},
+    "allnc_la_alpha": {"method": {**PAPER, "loss": "la", "gbbn": {"rebalance": "logit_adjust"},
                                   "aux": {"branch_weights": "alpha"}}},
 }
 

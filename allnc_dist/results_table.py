@@ -37,14 +37,16 @@ TABLE_NOTE = (
 
 DISPLAY_NAMES = {
     "allnc": "AllNC", "ce": "CE", "la": "LA", "ldam_drw": "LDAM-DRW", "bbn": "BBN", "etf_dr": "ETF+DR",
-    # The ablation job's variants (allnc_dist.ablation.VARIANTS): AllNC with one part switched off.
-    "allnc_no_hycon": "AllNC \u2212 HyCon", "allnc_no_p2p": "AllNC \u2212 P2P", "allnc_no_gbbn": "AllNC \u2212 GBBN",
+    "allnc_paper": "AllNC-paper",
+    # The ablation job's variants (allnc_dist.ablation.VARIANTS): the paper form with one part switched off ...
+    "allnc_no_hycon": "AllNC-paper \u2212 HyCon", "allnc_no_p2p": "AllNC-paper \u2212 P2P",
+    "allnc_no_gbbn": "AllNC-paper \u2212 GBBN",
     # ... and with one of the study's options switched on.
-    "allnc_aux_alpha": "AllNC, aux by \u03b1", "allnc_sqrt_sampler": "AllNC, \u221an sampler",
-    "allnc_la_by_loss": "AllNC, LA by loss", "allnc_light": "AllNC light",
-    "allnc_balanced_sampler": "AllNC, balanced sampler", "allnc_ce_la_by_loss": "AllNC, CE + LA by loss",
-    "allnc_reweight": "AllNC, re-weighted", "allnc_la_reweight": "AllNC, LA + re-weighted",
-    "allnc_la_alpha": "AllNC, LA by loss + aux by \u03b1",
+    "allnc_aux_alpha": "AllNC-paper, aux by \u03b1", "allnc_sqrt_sampler": "AllNC-paper, \u221an sampler",
+    "allnc_la_by_loss": "AllNC-paper, LA by loss", "allnc_light": "AllNC-paper light",
+    "allnc_balanced_sampler": "AllNC-paper, balanced sampler", "allnc_ce_la_by_loss": "AllNC-paper, CE + LA by loss",
+    "allnc_reweight": "AllNC-paper, re-weighted", "allnc_la_reweight": "AllNC-paper, LA + re-weighted",
+    "allnc_la_alpha": "AllNC-paper, LA by loss + aux by \u03b1",
 }
 
 

@@ -5,11 +5,11 @@ project's own job (`jobs/ablation.py --local`).
     python -m bench.ablations --smoke --out /tmp/results   # tiny version, for the test suite
 
 - The ablation job on each dataset of ABLATIONS: its runs go to `runs/results/<config>/`, its
-  `ablation.json` is copied to `bench/results/ablation_<config>.json`, and the CE and AllNC heatmaps
+  `ablation.json` is copied to `bench/results/ablation_<config>.json`, and the CE and AllNC-paper heatmaps
   of the first seed go to `docs/figures/<config>/` (drawn from the runs, which are not kept beside the
   JSON: the one output of a bench that goes to docs/).
-- The reconstructed choices of METHOD.md (CHOICES): AllNC on digits-LT with one choice switched from
-  its default at a time, through the same job (`--variants allnc`); their runs go to
+- The reconstructed choices of METHOD.md (CHOICES): AllNC's paper form on digits-LT with one choice
+  switched at a time, through the same job (`--variants allnc_paper`); their runs go to
   `runs/results/choices_digits_lt/<choice>/`, the summary to `bench/results/choices_digits_lt.json`.
 
 With `--out DIR` the JSON goes to DIR, the figures to DIR/figures and the runs to DIR/runs
@@ -36,8 +36,8 @@ ABLATIONS = {
     "synthetic100_small": "synthetic-LT (100 classes, IR 100, 8×8 images, small CNN)",
 }
 ABLATION_OVERRIDES = {"synthetic100_small": ["train.epochs=30", "train.eval_every=30", "train.checkpoint_every=30"]}
-# Choices METHOD.md leaves to us, each tried against AllNC's default on CHOICES_CONFIG: a name, what
-# the choice is (against the default), and the overrides that make it.
+# Choices METHOD.md leaves to us, each tried against AllNC's paper form (allnc_paper) on CHOICES_CONFIG:
+# a name, what the choice is (against the paper form), and the overrides that make it.
 CHOICES_CONFIG = "digits_lt"
 CHOICES = {
     "p2p_contrastive": ("P2P as the bidirectional CE (METHOD.md's first form), not MSE + ETF Gram",
@@ -48,7 +48,8 @@ CHOICES = {
     "beta_0.5": ("class-mean EMA β = 0.5, not 0.9", ["method.class_means.beta=0.5"]),
 }
 CHOICES_FILE = f"choices_{CHOICES_CONFIG}.json"
-SMOKE_VARIANTS = "ce,allnc"
+SMOKE_VARIANTS = "ce,allnc_paper"
+PAPER = "allnc_paper"  # the variant whose heatmaps and choices these are
 SMOKE_CHOICES = 2
 
 
@@ -64,7 +65,7 @@ def ablation_jobs(work_root: Path, smoke: bool) -> list[AblationJob]:
     jobs = [AblationJob(config, work_root / config, SMOKE_VARIANTS if smoke else None, overrides(config, []))
             for config in ABLATIONS]
     choices = list(CHOICES.items())[:SMOKE_CHOICES] if smoke else CHOICES.items()
-    return jobs + [AblationJob(CHOICES_CONFIG, choices_root(work_root) / name, "allnc", overrides(CHOICES_CONFIG, extra))
+    return jobs + [AblationJob(CHOICES_CONFIG, choices_root(work_root) / name, PAPER, overrides(CHOICES_CONFIG, extra))
                    for name, (_, extra) in choices]
 
 
@@ -73,10 +74,10 @@ def choices_root(work_root: Path) -> Path:
 
 
 def collect_ablation(config: str, work: Path, results_dir: Path, figures_dir: Path) -> None:
-    """Keep the ablation's JSON and the CE / AllNC heatmaps of its first seed next to the doc."""
+    """Keep the ablation's JSON and the CE / AllNC-paper heatmaps of its first seed next to the doc."""
     shutil.copyfile(work / "ablation.json", results_dir / ablation_file(config))
     first_seed = min(int(s) for s in json.loads((work / "ablation.json").read_text())["runs"]["ce"])
-    runs = {name: TrainResult.load(work / name / f"seed{first_seed}") for name in ("ce", "allnc")}
+    runs = {name: TrainResult.load(work / name / f"seed{first_seed}") for name in ("ce", PAPER)}
     folder = figures_dir / config
     folder.mkdir(parents=True, exist_ok=True)
     plot_geometry(runs, runs["ce"].report["class_counts"], folder)
@@ -90,7 +91,7 @@ def collect_choices(work_root: Path, results_dir: Path) -> None:
         if path.exists():
             data = json.loads(path.read_text())
             record["choices"][name] = {"what": what, "overrides": overrides, "epochs": data["epochs"],
-                                       "seeds": len(data["runs"]["allnc"]), "aggregates": data["aggregates"]["allnc"]}
+                                       "seeds": len(data["runs"][PAPER]), "aggregates": data["aggregates"][PAPER]}
     (results_dir / CHOICES_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -132,7 +132,7 @@ def worker(rank: int, store: str, out: str, scale: Scale, batch: int) -> None:
         # process group and does its own class-mean syncs (W = 2), as in distributed training.
         overrides, shape, ref_batch, ref_k = SHAPES[scale.reference]
         dist.barrier()
-        step_s = time_steps(overrides + ["method.preset=allnc"], shape, ref_batch, ref_k, scale.step_steps,
+        step_s = time_steps(overrides + ["method.preset=allnc_paper"], shape, ref_batch, ref_k, scale.step_steps,
                             torch.device("cpu"))
         per_rank = [0.0] * WORLD
         per_rank[rank] = step_s
@@ -221,7 +221,7 @@ def main() -> None:
             "world_size": WORLD, "backend": "gloo", "threads_per_process": 1, "batch": args.batch,
             "warmup": scale.warmup, "iters": scale.iters, "syncs_per_step": 2, "scale": asdict(scale),
             "reference_step": {
-                "what": f"train_step, {ref_cfg.model.arch}, default AllNC objective, shape {list(ref_shape)}, batch "
+                "what": f"train_step, {ref_cfg.model.arch}, AllNC-paper objective, shape {list(ref_shape)}, batch "
                         f"{ref_batch}, K={ref_k}; bench/step_setup.py time_steps in the same {WORLD} gloo processes "
                         "(1 thread each, concurrently); slower rank",
                 "shape": scale.reference, "arch": ref_cfg.model.arch, "image_shape": list(ref_shape),

@@ -20,8 +20,8 @@ small-CNN step took 680 ms at load 6 on 2 cores), which inflates op-heavy worklo
 others. On a GPU, time is wall time between device synchronisations.
 Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape and at ResNet-50 / K = 1000 (PATH_SHAPES:
 64x64 images, batch 16, so that it runs on a CPU): CE and AllNC with separate last stages re-balanced by
-sampler (the default) or by loss, and with one shared last stage (gbbn.shared_stage) by loss (the light
-path) or by sampler. A step trains on B images, or 2B with the sampler's second batch; the ratio per
+sampler (the paper form, `allnc_paper`) or by loss, and with one shared last stage (gbbn.shared_stage) by
+loss (the light path, which AllNC's default takes) or by sampler. A step trains on B images, or 2B with the sampler's second batch; the ratio per
 image is the ratio per step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
@@ -66,21 +66,21 @@ CONFIGS = {
                         "CE + GBBN re-balanced by sampler (BBN)"),
     "ce+gbbn_loss": (["method.preset=ce", "method.gbbn.enabled=true", "method.gbbn.rebalance=logit_adjust"],
                      "CE + GBBN re-balanced by loss"),
-    "allnc": (["method.preset=allnc"], "AllNC (default: GBBN re-balanced by sampler)"),
-    "allnc-hycon": (["method.preset=allnc", "method.hycon.weight=0"], "AllNC without HyCon"),
-    "allnc-p2p": (["method.preset=allnc", "method.p2p.weight=0"], "AllNC without P2P"),
-    "allnc-gbbn": (["method.preset=allnc", "method.gbbn.enabled=false"], "AllNC without GBBN (one branch)"),
-    "allnc_gbbn_loss": (["method.preset=allnc", "method.gbbn.rebalance=logit_adjust"],
-                        "AllNC with GBBN re-balanced by loss (the cheap path)"),
+    "allnc": (["method.preset=allnc_paper"], "AllNC-paper (GBBN re-balanced by sampler)"),
+    "allnc-hycon": (["method.preset=allnc_paper", "method.hycon.weight=0"], "AllNC-paper without HyCon"),
+    "allnc-p2p": (["method.preset=allnc_paper", "method.p2p.weight=0"], "AllNC-paper without P2P"),
+    "allnc-gbbn": (["method.preset=allnc_paper", "method.gbbn.enabled=false"], "AllNC-paper without GBBN (one branch)"),
+    "allnc_gbbn_loss": (["method.preset=allnc_paper", "method.gbbn.rebalance=logit_adjust"],
+                        "AllNC-paper with GBBN re-balanced by loss (the cheap path)"),
 }
 # The GBBN paths timed per training image: name -> (method overrides, description)
 GBBN_PATHS = {
     "ce": CONFIGS["ce"],
-    "allnc": (CONFIGS["allnc"][0], "(a) separate last stages, re-balanced by sampler (default)"),
+    "allnc": (CONFIGS["allnc"][0], "(a) separate last stages, re-balanced by sampler (the paper form)"),
     "allnc_gbbn_loss": (CONFIGS["allnc_gbbn_loss"][0], "(b) separate last stages, re-balanced by loss"),
-    "allnc_shared_loss": (["method.preset=allnc", "method.gbbn.rebalance=logit_adjust", "method.gbbn.shared_stage=true"],
-                          "(c) one shared last stage, re-balanced by loss (the light path)"),
-    "allnc_shared_sampler": (["method.preset=allnc", "method.gbbn.shared_stage=true"],
+    "allnc_shared_loss": (["method.preset=allnc_paper", "method.gbbn.rebalance=logit_adjust", "method.gbbn.shared_stage=true"],
+                          "(c) one shared last stage, re-balanced by loss (the light path, AllNC's default)"),
+    "allnc_shared_sampler": (["method.preset=allnc_paper", "method.gbbn.shared_stage=true"],
                              "(d) one shared last stage, re-balanced by sampler"),
 }
 # name -> (model overrides, image shape, batch, K), as SHAPES; ResNet-50 at a CPU-sized batch and image.

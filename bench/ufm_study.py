@@ -6,11 +6,12 @@
     python -m bench.ufm_study --class-grid [--seeds 5] [--out bench/results/ufm_classes.json]
 
 The first form is the design study behind P2P's default (docs/method.md): 10 classes, 5 with 100
-samples and 5 with 1, full batch; CE, LA and AllNC variants. The second is the study across
-imbalance ratios (docs/RESULTS.md): CE, AllNC, P2P only and HyCon only at IR 1, 10, 100, 1000, with
-5 majority classes of IR samples and 5 minority classes of 1 sample, trained on mini-batches. The
-third is the study across class counts: CE and AllNC at K = 10, 100, 1000 (half majority classes of
-10 samples, half minority classes of 1, D = K), the check that the losses keep their balance at any K.
+samples and 5 with 1, full batch; CE, LA, AllNC's default and variants of its paper form. The second
+is the study across imbalance ratios (docs/RESULTS.md): CE, AllNC, AllNC-paper, and the paper form's
+P2P only and HyCon only at IR 1, 10, 100, 1000, with 5 majority classes of IR samples and 5 minority
+classes of 1 sample, trained on mini-batches. The third is the study across class counts: CE, AllNC
+and AllNC-paper at K = 10, 100, 1000 (half majority classes of 10 samples, half minority classes of 1,
+D = K), the check that the losses keep their balance at any K.
 
 Both print, per cell, the Few (minority) classes' mean pairwise cosine of the centred classifier
 vectors and of the centred class means (ideal -1/(K-1) = -0.111, collapse = +1) and more.
@@ -40,22 +41,27 @@ FEW = list(range(NUM_MAJORITY, NUM_MAJORITY + NUM_MINORITY))
 COUNTS = [100] * NUM_MAJORITY + [1] * NUM_MINORITY
 STUDY_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality")
 # name -> (method config fields, steps to convergence)
+# The AllNC variants are METHOD.md's form (allnc_paper) with one change each, and AllNC's default (the
+# digits-LT sweep's choice; with GBBN off as everywhere here: LA, contrastive P2P, no HyCon).
+PAPER = {"preset": "allnc_paper"}
 STUDY_VARIANTS = {
     "CE": ({"preset": "ce"}, 4000),
     "LA": ({"preset": "la"}, 4000),
-    "AllNC (P2P contrastive, first cut)": ({"p2p": {"form": "contrastive"}}, 3000),
-    "AllNC (P2P contrastive, tau_p=1)": ({"p2p": {"form": "contrastive", "tau": 1.0}}, 3000),
-    "AllNC (default: P2P mse_gram)": ({}, 1200),
-    "AllNC, prototype-only HyCon": ({"hycon": {"negatives": "prototypes"}}, 1200),
+    "AllNC-paper, P2P contrastive (first cut)": ({**PAPER, "p2p": {"form": "contrastive"}}, 3000),
+    "AllNC-paper, P2P contrastive, tau_p=1": ({**PAPER, "p2p": {"form": "contrastive", "tau": 1.0}}, 3000),
+    "AllNC-paper (P2P mse_gram)": (PAPER, 1200),
+    "AllNC-paper, prototype-only HyCon": ({**PAPER, "hycon": {"negatives": "prototypes"}}, 1200),
+    "AllNC (default)": ({"preset": "allnc"}, 2000),
 }
 
 # ------------------------------------------------------------------------ the imbalance-ratio grid
 RATIOS = (1, 10, 100, 1000)
 GRID_VARIANTS = {
     "CE": {"preset": "ce"},
-    "AllNC": {},
-    "P2P only": {"hycon": {"weight": 0.0}},
-    "HyCon only": {"p2p": {"weight": 0.0}},
+    "AllNC": {"preset": "allnc"},
+    "AllNC-paper": PAPER,
+    "P2P only": {**PAPER, "hycon": {"weight": 0.0}},
+    "HyCon only": {**PAPER, "p2p": {"weight": 0.0}},
 }
 # Few-class norms relative to the Many classes: a +1 cosine with a ratio near 0 is collapse onto a
 # vanishing vector (the minority is given up), with a ratio near 1 collapse onto a shared direction.
@@ -144,7 +150,7 @@ def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict) -> di
 
 # ------------------------------------------------------------------------- the class-count grid
 CLASS_COUNTS_K = (10, 100, 1000)
-CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": {}}
+CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": {"preset": "allnc"}, "AllNC-paper": PAPER}
 CLASS_GRID_MAJORITY_SAMPLES = 10
 CLASS_GRID_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality", "nc3")
 

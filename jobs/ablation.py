@@ -1,6 +1,7 @@
-"""The ablation job: CE, LA, LDAM-DRW, BBN, ETF+DR, AllNC and AllNC without HyCon, P2P or GBBN, each
-trained with N seeds (train.seed = 0..N-1, the data split fixed); a mean ± std table over the seeds,
-every run logged to MLflow under one parent run. Default: digits-LT on Ray Train workers.
+"""The ablation job: CE, LA, LDAM-DRW, BBN, ETF+DR, AllNC, AllNC's paper form, and the paper form
+without HyCon, P2P or GBBN or with one of the study's options, each trained with N seeds (train.seed =
+0..N-1, the data split fixed); a mean ± std table over the seeds, every run logged to MLflow under one
+parent run. Default: digits-LT on Ray Train workers.
 
     python jobs/ablation.py [--local] [--seeds 3] [--variants ce,allnc] [--out DIR] [section.field=value ...]
 

@@ -60,18 +60,22 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 
 def test_variants_are_the_presets_the_three_ablations_then_the_study_options():
-    assert list(VARIANTS)[:9] == ["ce", "la", "ldam_drw", "bbn", "etf_dr", "allnc",
-                                  "allnc_no_hycon", "allnc_no_p2p", "allnc_no_gbbn"]
+    assert list(VARIANTS)[:10] == ["ce", "la", "ldam_drw", "bbn", "etf_dr", "allnc", "allnc_paper",
+                                   "allnc_no_hycon", "allnc_no_p2p", "allnc_no_gbbn"]
     configs = ablation_configs(load_raw(CONFIG), list(VARIANTS), [0])
-    for preset in ("ce", "la", "ldam_drw", "bbn", "etf_dr", "allnc"):
+    for preset in ("ce", "la", "ldam_drw", "bbn", "etf_dr", "allnc", "allnc_paper"):
         assert configs[(preset, 0)].method.preset == preset
     parts = {name: (c.method.hycon.weight, c.method.p2p.weight, c.method.gbbn.enabled)
              for (name, _), c in configs.items() if name.startswith("allnc")}
-    assert {name: parts[name] for name in ("allnc", "allnc_no_hycon", "allnc_no_p2p", "allnc_no_gbbn")} == {
-        "allnc": (1.0, 1.0, True), "allnc_no_hycon": (0.0, 1.0, True),
+    assert {name: parts[name] for name in ("allnc", "allnc_paper", "allnc_no_hycon", "allnc_no_p2p",
+                                           "allnc_no_gbbn")} == {
+        "allnc": (0.0, 1.0, True), "allnc_paper": (1.0, 1.0, True), "allnc_no_hycon": (0.0, 1.0, True),
         "allnc_no_p2p": (1.0, 0.0, True), "allnc_no_gbbn": (1.0, 1.0, False)}
-    # Every study option keeps both auxiliary losses and both branches; only its options change.
-    options = [name for name in VARIANTS if name.startswith("allnc") and "_no_" not in name and name != "allnc"]
+    # The ablations and every study option change the paper form: both auxiliary losses and both
+    # branches stay on in each option; only its options change.
+    changed = [name for name in VARIANTS if name.startswith("allnc_") and name != "allnc_paper"]
+    assert all(configs[(name, 0)].method.preset == "allnc_paper" for name in changed)
+    options = [name for name in changed if "_no_" not in name]
     assert len(options) == 9 and all(parts[name] == (1.0, 1.0, True) for name in options)
     assert all(display_name(name) != name for name in VARIANTS)
 
@@ -80,7 +84,7 @@ def test_table_is_mean_and_sample_std_over_the_seeds(ablation):
     out = ablation["out"]
     markdown = (out / "ablation.md").read_text()
     rows = table_rows(markdown)
-    assert list(rows) == [display_name(v) for v in ABLATED] == ["CE", "AllNC \u2212 GBBN"]
+    assert list(rows) == [display_name(v) for v in ABLATED] == ["CE", "AllNC-paper \u2212 GBBN"]
     aggregates = json.loads((out / "ablation.json").read_text())["aggregates"]
     for variant in ABLATED:
         expected_cells = []

@@ -8,7 +8,7 @@ import pytest
 from tests.bench_run import run_bench
 
 SMOKE_RATIOS = ("1", "100")
-VARIANTS = ("CE", "AllNC", "P2P only", "HyCon only")
+VARIANTS = ("CE", "AllNC", "AllNC-paper", "P2P only", "HyCon only")
 KEYS = ("few_cos_classifier", "few_cos_means", "nc3", "few_self_duality")
 
 

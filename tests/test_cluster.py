@@ -47,7 +47,8 @@ JOB_ARGS = ("--out", "{out}", "--storage-path", "{shared}/ray", "train.epochs=16
 MAX_JOB_LOG_LINES = 60  # up to and including the results table
 # A run whose batches depend on the global batch only (as tests/test_ray_engine.py's): 2 workers x 16
 # on two nodes must train as one process with batch 32.
-DETERMINISTIC = ("model.norm=none", "model.width=8", "data.augment=none", "method.gbbn.rebalance=logit_adjust",
+DETERMINISTIC = ("method.preset=allnc_paper", "model.norm=none", "model.width=8", "data.augment=none",
+                 "method.gbbn.rebalance=logit_adjust",
                  "train.epochs=2", "train.eval_every=2", "train.checkpoint_every=1")
 # 2 epochs of 9 steps, a checkpoint every 5 steps, and room for restarts: an elastic run (1 to 2
 # workers) whose second node is killed once the first checkpoint is registered, and joins again.

@@ -10,12 +10,23 @@ from allnc_dist.config import ConfigError, RunConfig, load_config, parse_overrid
 CONFIGS = sorted((Path(__file__).parents[1] / "jobs" / "configs").glob("*.yaml"))
 
 
-def test_defaults_are_allnc_with_the_documented_values():
-    cfg = RunConfig()
-    m = cfg.method
-    assert (m.preset, m.hycon.weight, m.p2p.weight, m.hycon.tau, m.p2p.tau) == ("allnc", 1.0, 1.0, 0.1, 0.1)
-    assert (m.class_means.beta, m.gbbn.enabled, m.gbbn.schedule, m.gbbn.rebalance, m.gbbn.test_alpha) == (
-        0.9, True, "parabolic", "reversed", 0.5)
+def test_defaults_are_allnc_as_the_sweep_chose_it():
+    m = RunConfig().method
+    assert (m.preset, m.loss, m.hycon.weight, m.p2p.weight, m.p2p.form, m.p2p.tau) == (
+        "allnc", "la", 0.0, 1.0, "contrastive", 0.1)
+    assert (m.class_means.beta, m.gbbn.enabled, m.gbbn.schedule, m.gbbn.rebalance, m.gbbn.shared_stage,
+            m.gbbn.test_alpha, m.aux.branch_weights, m.aux.warmup_epochs) == (
+        0.9, True, "parabolic", "logit_adjust", True, 0.5, "equal", 0.0)
+
+
+def test_the_paper_preset_has_every_part_of_method_md():
+    m = load_config(None, ["method.preset=allnc_paper"]).method
+    assert (m.loss, m.hycon.weight, m.hycon.tau, m.p2p.weight, m.p2p.form, m.p2p.tau) == (
+        "ce", 1.0, 0.1, 1.0, "mse_gram", 0.1)
+    assert (m.gbbn.enabled, m.gbbn.rebalance, m.gbbn.shared_stage) == (True, "reversed", False)
+    # A sampler on top of the default's logit adjustment would correct for the prior twice.
+    with pytest.raises(ConfigError, match="prior"):
+        load_config(None, ["method.gbbn.rebalance=reversed"])
 
 
 def test_bad_key_names_the_field_and_the_allowed_ones():

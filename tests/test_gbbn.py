@@ -31,7 +31,7 @@ def _network(method: MethodConfig, k=5):
 
 
 def test_alpha_mixes_the_branch_logits():
-    net = _network(MethodConfig()).eval()
+    net = _network(MethodConfig(preset="allnc_paper")).eval()  # a last stage per branch
     x, xr = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
     full = net(x, xr, alpha=1.0)
     conventional = net.classifiers[0](net.stages[0](net.trunk(x)))
@@ -60,7 +60,7 @@ def test_etf_classifier_is_a_seeded_buffer():
     assert "classifiers.0.weight" not in dict(a.named_parameters())
 
 
-@pytest.mark.parametrize("preset", ["allnc", "ce", "la", "ldam_drw", "bbn", "etf_dr"])
+@pytest.mark.parametrize("preset", ["allnc", "allnc_paper", "ce", "la", "ldam_drw", "bbn", "etf_dr"])
 def test_every_preset_trains_one_step_with_finite_gradients(preset):
     cfg = load_config(None, [f"method.preset={preset}"])
     net = _network(cfg.method)
@@ -73,7 +73,7 @@ def test_every_preset_trains_one_step_with_finite_gradients(preset):
     losses.total.backward()
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert (losses.hycon.item() > 0) == (preset == "allnc")
+    assert (losses.hycon.item() > 0) == (preset == "allnc_paper")  # the default's sweep turned HyCon off
 
 
 def test_loss_based_rebalancing_needs_no_second_stream():
@@ -142,7 +142,7 @@ def test_etf_features_pass_a_batchnorm_and_reach_negative_cosines():
     assert (unit @ unit.T < 0).any()
 
 
-@pytest.mark.parametrize("preset", ["allnc", "ce", "ldam_drw"])
+@pytest.mark.parametrize("preset", ["allnc", "allnc_paper", "ce", "ldam_drw"])
 def test_learned_classifiers_see_the_pooled_features_without_batchnorm(preset):
     net = _network(MethodConfig(preset=preset))
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in net.modules())
@@ -152,25 +152,28 @@ def test_learned_classifiers_see_the_pooled_features_without_batchnorm(preset):
 # ----------------------------------------------------------------------------------- HyCon's head
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_projection_head_maps_features_to_the_projection_width(head):
-    cfg = load_config(None, ["method.hycon.projection_dim=7", f"method.hycon.projection_head={head}"])
+    cfg = load_config(None, ["method.preset=allnc_paper", "method.hycon.projection_dim=7",
+                             f"method.hycon.projection_head={head}"])
     net = _network(cfg.method)
     out = net(torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8), alpha=0.5)
     assert all(p(f).shape == (4, 7) for p, f in zip(out.projections, out.features))
 
 
 def test_linear_head_is_bias_free_and_mlp_head_is_built_only_when_asked():
-    linear = _network(load_config(None, ["method.hycon.projection_dim=7"]).method)
+    linear = _network(load_config(None, ["method.preset=allnc_paper", "method.hycon.projection_dim=7"]).method)
     assert all(isinstance(p, torch.nn.Linear) and p.bias is None for p in linear.projections)
-    mlp = _network(load_config(None, ["method.hycon.projection_dim=7", "method.hycon.projection_head=mlp"]).method)
+    mlp = _network(load_config(None, ["method.preset=allnc_paper", "method.hycon.projection_dim=7",
+                                      "method.hycon.projection_head=mlp"]).method)
     layers = [[type(m) for m in p] for p in mlp.projections]
     assert layers == [[torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]] * 2
     assert mlp.projections[0][0].weight.shape == (mlp.feature_dim, mlp.feature_dim)
-    no_head = _network(load_config(None, ["method.hycon.projection_head=mlp"]).method)
+    no_head = _network(load_config(None, ["method.preset=allnc_paper", "method.hycon.projection_head=mlp"]).method)
     assert not no_head.has_projection and all(p is None for p in no_head(torch.randn(2, 1, 8, 8)).projections)
 
 
 def test_the_mlp_head_trains_with_the_objective():
-    cfg = load_config(None, ["method.hycon.projection_dim=7", "method.hycon.projection_head=mlp"])
+    cfg = load_config(None, ["method.preset=allnc_paper", "method.hycon.projection_dim=7",
+                             "method.hycon.projection_head=mlp"])
     net = _network(cfg.method)
     objective = AllNCObjective(cfg.method, [50, 20, 10, 5, 2], net.feature_dim, net.num_branches, total_epochs=1)
     y = torch.tensor([0, 0, 1, 2, 3, 4])

@@ -20,8 +20,9 @@ ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "jobs" / "configs" / "digits_lt.yaml"
 # These runs check the run directory and checkpoints; MLflow logging is test_mlflow_tracker.py's.
 UNTRACKED = ["tracking.enabled=false"]
-SMALL = ["model.width=8", "train.epochs=4", "train.checkpoint_every=2", "train.eval_every=2",
-         *UNTRACKED]
+# The paper form: the re-balanced stream, HyCon and P2P all resume.
+SMALL = ["method.preset=allnc_paper", "model.width=8", "train.epochs=4", "train.checkpoint_every=2",
+         "train.eval_every=2", *UNTRACKED]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def initial_loss_parts(k, d, form, seed=0):
     torch.manual_seed(seed)
     counts = exponential_profile(500, k, 100.0)
     classifier = LinearClassifier(d, k).weight.detach()
-    method = MethodConfig(preset="allnc", gbbn={"enabled": False}, p2p={"form": form})
+    method = MethodConfig(preset="allnc_paper", gbbn={"enabled": False}, p2p={"form": form})  # every term on
     objective = AllNCObjective(method, counts, d, num_branches=1, total_epochs=1)
     for _ in range(WARM_BATCHES + 1):
         labels = long_tailed_labels(counts, BATCH, generator)
@@ -85,11 +85,12 @@ def test_the_gram_term_is_zero_at_its_target_in_both_regimes():
     assert p2p_target(6, 2, "contrastive") == "uniform_spread"
 
 
-@pytest.mark.parametrize("form", ["mse_gram"])  # the default; the contrastive form's K'xK' logits are plain CE
-def test_one_step_at_inaturalist_shape_is_finite(form):
+@pytest.mark.parametrize("preset", ["allnc", "allnc_paper"])  # P2P contrastive (K'xK' logits), and mse_gram + HyCon
+def test_one_step_at_inaturalist_shape_is_finite(preset):
     k, d, batch = 8142, 2048, 64
     generator = torch.Generator().manual_seed(0)
-    method = MethodConfig(preset="allnc", gbbn={"enabled": False}, p2p={"form": form})
+    method = MethodConfig(preset=preset, gbbn={"enabled": False})
+    form = method.p2p.form
     objective = AllNCObjective(method, [1000] * 10 + [10] * (k - 10), d, num_branches=1, total_epochs=1)
     # A tracker that has seen every class already, as after the first epoch: P2P then spans all K.
     objective.trackers[0].load_state_dict(

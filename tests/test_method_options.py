@@ -24,7 +24,7 @@ COUNTS = [40, 20, 10, 5]
 ])
 def test_a_sampler_branch_with_a_prior_correcting_loss_is_refused(overrides, named):
     with pytest.raises(ConfigError, match="twice|method.loss") as err:
-        load_config(None, overrides)
+        load_config(None, ["method.preset=allnc_paper", *overrides])  # its reversed sampler
     assert named in str(err.value)
 
 
@@ -32,7 +32,7 @@ def test_a_sampler_branch_with_a_prior_correcting_loss_is_refused(overrides, nam
     ["method.loss=la", "method.gbbn.rebalance=logit_adjust"],  # both branches see the uniform batch
     ["method.loss=la", "method.gbbn.rebalance=reweight"],
     ["method.loss=la", "method.gbbn.rebalance=tempered", "method.gbbn.sampler_q=1.0"],  # instance sampling
-    ["method.preset=la"], ["method.preset=ldam_drw"], ["method.preset=bbn"],
+    ["method.preset=la"], ["method.preset=ldam_drw"], ["method.preset=bbn"], ["method.preset=allnc"],
 ])
 def test_one_correction_per_branch_is_allowed(overrides):
     load_config(None, overrides)
@@ -85,7 +85,8 @@ def test_warmup_ramps_the_auxiliary_losses_from_zero():
 
 # -------------------------------------------------------------------------------- honest seeds
 def first_batch_labels(train_seed):
-    cfg = RunConfig(data={"name": "digits_lt", "batch_size": 32}, train={"seed": train_seed})
+    cfg = RunConfig(data={"name": "digits_lt", "batch_size": 32}, train={"seed": train_seed},
+                    method={"preset": "allnc_paper"})  # its re-balancing sampler draws a second batch
     streams = InMemoryStreams(cfg, build_data(cfg.data))
     batch = next(iter(streams.batches(0)))
     return batch.labels, batch.labels_rebalanced, streams.class_counts

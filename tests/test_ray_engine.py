@@ -27,8 +27,10 @@ from allnc_dist.tracking import MlflowServer, RunDirectory
 from tests.cli import allnc
 
 # A BN-free model, no augmentation and GBBN's loss-based re-balancing (no re-balanced stream, whose
-# draws depend on the rank): the batches, and so the run, depend on the global batch only.
-DETERMINISTIC = ["model.norm=none", "model.width=8", "data.augment=none", "method.gbbn.rebalance=logit_adjust",
+# draws depend on the rank): the batches, and so the run, depend on the global batch only. The paper
+# form keeps HyCon (and its all-gathered negatives) and a last stage per branch in the run.
+DETERMINISTIC = ["method.preset=allnc_paper", "model.norm=none", "model.width=8", "data.augment=none",
+                 "method.gbbn.rebalance=logit_adjust",
                  "train.epochs=2", "train.eval_every=2", "train.checkpoint_every=1"]
 TWO_WORKERS = ["distributed.num_workers=2", "data.batch_size=16"]  # 304 samples: 9 steps of 2 x 16 per epoch
 STEPS = 18

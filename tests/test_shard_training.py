@@ -70,7 +70,7 @@ def test_shard_run_resumes_to_the_same_weights(digits_shards, tmp_path):
 
 
 def test_gbbn_gets_a_rebalanced_stream_from_the_same_shards(digits_shards):
-    streams = ShardStreams(shard_config(digits_shards, "method.gbbn.rebalance=reversed"))
+    streams = ShardStreams(shard_config(digits_shards, "method.preset=allnc_paper", "method.gbbn.rebalance=reversed"))
     batch = next(iter(streams.batches(0)))
     assert batch.images_rebalanced.shape == batch.images.shape == (32, 1, 8, 8)
     # Reversed sampling draws the tail far more often than its 1 % share of the training set.

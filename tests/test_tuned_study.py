@@ -69,3 +69,16 @@ def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
     assert run_config["method"]["gbbn"]["rebalance"] == "logit_adjust" and run_config["method"]["loss"] == "la"
     assert math.isfinite(allnc["aggregates"]["acc_top1"]["mean"])
     assert record["methods"]["ce"]["overrides"][-1] == "method.preset=ce"
+
+
+def test_the_acceptance_gives_a_verdict_only_over_five_seeds() -> None:
+    from bench.publish.study import acceptance
+
+    def method(overall: float, few: float) -> dict:
+        return {"aggregates": {"acc_top1": {"mean": overall}, "acc_few": {"mean": few}}}
+
+    methods = {"ce": method(60.0, 30.0), "la": method(70.0, 50.0), "allnc": method(71.0, 45.0)}
+    assert acceptance(methods, 5) == [
+        "- overall: AllNC 71.0 %, best baseline LA 70.0 % (AllNC +1.0 points: met).",
+        "- Few: AllNC 45.0 %, best baseline LA 50.0 % (AllNC -5.0 points: not met)."]
+    assert all("1 seed(s), no verdict: the acceptance needs 5" in line for line in acceptance(methods, 1))

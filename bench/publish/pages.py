@@ -33,14 +33,14 @@ def class_mean_sync_page(results: dict) -> str:
         "`sync=\"auto\"` would choose at this K, B and W = 2.",
         "",
         f"**Step time the shares refer to:** {ref['ms']:.1f} ms, one `train_step` of {ref['arch']} with the "
-        f"default AllNC objective (GBBN, 2 branches) at shape {' × '.join(map(str, ref['image_shape']))}, batch "
+        f"AllNC-paper objective (GBBN, 2 branches) at shape {' × '.join(map(str, ref['image_shape']))}, batch "
         f"{ref['batch']}, K = {ref['K']} (`{ref['shape']}` of `bench/step_time.py`), measured by "
         "`bench/step_setup.py`'s "
         f"`time_steps` in the same {world} processes, concurrently, 1 thread each (slower rank; per rank: "
         f"{', '.join(f'{s * 1e3:.1f}' for s in ref['s_per_rank'])} ms; {ref['steps']} timed steps after 3 warm-up). "
         f"It includes that objective's own syncs (W = {world}, D = {ref['D']}). For the other (K, D) rows the share "
         "is the sync against this one fixed step, not against a step of a model with that feature size. "
-        f"`sync_%`/`update_%` are for one sync; the default AllNC step does {m['syncs_per_step']} (one per branch).",
+        f"`sync_%`/`update_%` are for one sync; the AllNC-paper step does {m['syncs_per_step']} (one per branch).",
         "",
         tabulate(rounded(m["rows"], 3), headers="keys", tablefmt="github"),
         "",

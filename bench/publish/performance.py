@@ -116,7 +116,7 @@ def sync_section(sync: dict | None) -> list[str]:
         f"`bench/class_mean_sync.py` ({sync['date']}; details in docs/class_mean_sync.md). Measured: "
         f"{m['world_size']} {m['backend']} processes on this machine, per-worker batch {m['batch']}, fp32, median of "
         f"{m['iters']} iterations; `sync %` is against one AllNC step of {ref['arch']} measured in the same processes "
-        f"({ref['ms']:.0f} ms); the default AllNC step syncs {m['syncs_per_step']} times (one per branch).",
+        f"({ref['ms']:.0f} ms); the AllNC-paper step syncs {m['syncs_per_step']} times (one per branch).",
         "",
         table(measured),
         "",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from allnc_dist.ablation import VARIANTS, ablation_table
 from allnc_dist.results_table import TABLE_NOTE, display_name
-from bench.ablations import ABLATIONS, CHOICES_CONFIG, CHOICES_FILE, ablation_file
+from bench.ablations import ABLATIONS, CHOICES_CONFIG, CHOICES_FILE, PAPER, ablation_file
 from bench.publish.formatting import PUBLISH, ROOT, shown
 from bench.publish.study import study_sections
 from bench.ufm_study import mean_pm_std  # the study's own format for its cells
@@ -30,11 +30,11 @@ STUDY_OPTIONS = ("allnc_aux_alpha", "allnc_sqrt_sampler", "allnc_la_by_loss", "a
 
 
 def choices_section(results_dir: Path) -> str:
-    """AllNC with its defaults (from the ablation) against AllNC with each choice switched, and the
-    choices ordered by how far they move overall accuracy."""
+    """AllNC's paper form (from the ablation) against it with each choice switched, and the choices
+    ordered by how far they move overall accuracy."""
     choices = json.loads((results_dir / CHOICES_FILE).read_text())["choices"]
-    default = json.loads((results_dir / ablation_file(CHOICES_CONFIG)).read_text())["aggregates"]["allnc"]
-    rows = {"AllNC (defaults)": default, **{name: c["aggregates"] for name, c in choices.items()}}
+    default = json.loads((results_dir / ablation_file(CHOICES_CONFIG)).read_text())["aggregates"][PAPER]
+    rows = {display_name(PAPER): default, **{name: c["aggregates"] for name, c in choices.items()}}
 
     def delta(name: str, key: str) -> float:
         return choices[name]["aggregates"][key]["mean"] - default[key]["mean"]
@@ -47,11 +47,11 @@ def choices_section(results_dir: Path) -> str:
     seeds = {c["seeds"] for c in choices.values()}
     return "\n\n".join([
         f"### AllNC's reconstructed choices ({ABLATIONS[CHOICES_CONFIG]})",
-        f"AllNC with one choice of METHOD.md switched from its default at a time, {'/'.join(map(str, sorted(seeds)))} "
+        f"AllNC's paper form with one choice of METHOD.md switched at a time, {'/'.join(map(str, sorted(seeds)))} "
         f"seed(s) each, the same data and recipe as the ablation above. Source: "
         f"`{shown(results_dir / CHOICES_FILE)}`.",
         ablation_table(rows),
-        "Against AllNC with its defaults, largest change in overall accuracy first:\n\n" + "\n".join(lines),
+        "Against the paper form, largest change in overall accuracy first:\n\n" + "\n".join(lines),
     ])
 
 
@@ -89,28 +89,32 @@ def mean_of(aggregates: dict, variant: str, key: str) -> float:
 
 
 def comparisons(aggregates: dict) -> list[str]:
-    """Plain statements computed from the table: AllNC against CE and the best baseline, and what
-    each part of AllNC is worth (the full method minus each ablation)."""
+    """Plain statements computed from the table: each form of AllNC that ran (the default, the paper
+    form) against CE and the best baseline, what each part of the paper form is worth (it minus each
+    ablation), and what each of the study's options does to it."""
     baselines = [v for v in ("ce", "la", "ldam_drw", "bbn", "etf_dr") if v in aggregates]
     lines = []
-    for key, label in (("acc_top1", "overall"), ("acc_few", "Few")):
-        allnc = mean_of(aggregates, "allnc", key)
-        best = max(baselines, key=lambda v: mean_of(aggregates, v, key))
-        lines.append(f"- {label} accuracy: AllNC {allnc:.1f} %, CE {mean_of(aggregates, 'ce', key):.1f} %, "
-                     f"best baseline {display_name(best)} {mean_of(aggregates, best, key):.1f} % "
-                     f"(AllNC {allnc - mean_of(aggregates, best, key):+.1f} points).")
+    for form in (f for f in ("allnc", PAPER) if f in aggregates):
+        for key, label in (("acc_top1", "overall"), ("acc_few", "Few")):
+            allnc = mean_of(aggregates, form, key)
+            best = max(baselines, key=lambda v: mean_of(aggregates, v, key))
+            lines.append(f"- {label} accuracy: {display_name(form)} {allnc:.1f} %, CE {mean_of(aggregates, 'ce', key):.1f} %, "
+                         f"best baseline {display_name(best)} {mean_of(aggregates, best, key):.1f} % "
+                         f"({display_name(form)} {allnc - mean_of(aggregates, best, key):+.1f} points).")
+    if PAPER not in aggregates:
+        return lines
     for ablation in ("allnc_no_hycon", "allnc_no_p2p", "allnc_no_gbbn"):
         if ablation in aggregates:
-            delta = mean_of(aggregates, "allnc", "acc_top1") - mean_of(aggregates, ablation, "acc_top1")
-            few = mean_of(aggregates, "allnc", "acc_few") - mean_of(aggregates, ablation, "acc_few")
-            lines.append(f"- {display_name(ablation)}: the full method is {delta:+.1f} points overall and "
+            delta = mean_of(aggregates, PAPER, "acc_top1") - mean_of(aggregates, ablation, "acc_top1")
+            few = mean_of(aggregates, PAPER, "acc_few") - mean_of(aggregates, ablation, "acc_few")
+            lines.append(f"- {display_name(ablation)}: the whole paper form is {delta:+.1f} points overall and "
                          f"{few:+.1f} on Few against it.")
     for option in STUDY_OPTIONS:
         if option in aggregates:
-            delta = mean_of(aggregates, option, "acc_top1") - mean_of(aggregates, "allnc", "acc_top1")
-            few = mean_of(aggregates, option, "acc_few") - mean_of(aggregates, "allnc", "acc_few")
+            delta = mean_of(aggregates, option, "acc_top1") - mean_of(aggregates, PAPER, "acc_top1")
+            few = mean_of(aggregates, option, "acc_few") - mean_of(aggregates, PAPER, "acc_few")
             lines.append(f"- {display_name(option)}: {delta:+.1f} points overall and {few:+.1f} on Few against "
-                         "AllNC's defaults.")
+                         "the paper form.")
     return lines
 
 
@@ -127,8 +131,8 @@ def ablation_section(config: str, title: str, results_dir: Path, figures_dir: Pa
         f"{seeds} seed(s) (train.seed 0..{seeds - 1}; the data split is fixed), {data['epochs']} epochs, "
         f"mean ± sample std. Source: `{shown(path)}`.",
         ablation_table(aggregates),
-        "\n".join(comparisons(aggregates)) if "allnc" in aggregates and "ce" in aggregates else "",
-        f"CE (left) and AllNC (right), first seed: cosines of the centred classifier vectors and class "
+        "\n".join(comparisons(aggregates)) if "ce" in aggregates else "",
+        f"CE (left) and AllNC-paper (right), first seed: cosines of the centred classifier vectors and class "
         f"means, classes sorted by training count (head first).\n\n{images}",
     ])
 
