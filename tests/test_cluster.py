@@ -54,7 +54,8 @@ DETERMINISTIC = ("method.preset=allnc_paper", "model.norm=none", "model.width=8"
 # workers) whose second node is killed once the first checkpoint is registered, and joins again.
 # (Longer runs drift apart from the one-process run by float rounding, amplified by training: 1e-7
 # of the loss after 2 epochs, 2e-4 after 3, with or without a restart.)
-NODE_LOSS_JOB_ARGS = ("--out", "{out}", "--storage-path", "{shared}/ray", "--methods", "allnc", "data.batch_size=16",
+NODE_LOSS_JOB_ARGS = ("--out", "{out}", "--storage-path", "{shared}/ray", "--methods", "allnc_paper",
+                      "data.batch_size=16",
                       *DETERMINISTIC, "train.checkpoint_every_steps=5", "distributed.max_failures=3",
                       "distributed.min_workers=1", "distributed.resize_check_s=2", "tracking.experiment=node_loss")
 # The elastic job's environment. On one worker the run checkpoints at step 10 and then waits after
@@ -345,7 +346,7 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trai
                    "--", "python", "jobs/digits_lt.py", *argv], cluster.client_env, timeout=300)
     job_id = re.search(r"Job '(raysubmit_\w+)'", submit.stdout + submit.stderr).group(1)
     # Registered by Ray Train's controller, not only uploaded: a restart resumes from it.
-    snapshot = cluster.shared / "ray" / "node_loss-allnc" / "checkpoint_manager_snapshot.json"
+    snapshot = cluster.shared / "ray" / "node_loss-allnc_paper" / "checkpoint_manager_snapshot.json"
     _wait_for("the first checkpoint", lambda: snapshot.is_file() and "checkpoint_dir_name" in snapshot.read_text(), 300)
     timeline = {"first checkpoint": time.monotonic() - started}
     _kill_session(cluster.sessions()["node"])
@@ -363,16 +364,16 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trai
     print("elastic node-loss timeline (s since submit): " + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))
     assert status == "succeeded", logs
 
-    report = json.loads((out / "allnc" / "report.json").read_text())
+    report = json.loads((out / "allnc_paper" / "report.json").read_text())
     assert sorted(report["worker_nodes"]) == [HEAD_HOST, NODE_HOST] and report["workers"] == 2
     assert report["restarts"] >= 2
-    (resumed,) = [line for line in logs.splitlines() if "allnc: resumed from" in line][:1]
+    (resumed,) = [line for line in logs.splitlines() if "allnc_paper: resumed from" in line][:1]
     pattern = r"at epoch (\d+), step ([1-9]\d*) \(restart 1, on 1 worker\(s\) instead of 2\)"
     epoch, step = map(int, re.search(pattern, resumed).groups())
     # The run folder, as rank 0 left it in the last checkpoint: rows up to the checkpoint, the resumes
     # (restored, not reset: the reader's place in the epoch at the new world size, the class-mean
     # trackers' updates), and every later row once (9 steps of 2 x 16, or 1 x 32, per epoch).
-    rows = RunDirectory(out / "allnc").read_metrics()
+    rows = RunDirectory(out / "allnc_paper").read_metrics()
     shrunk, grown = [row for row in rows if row["split"] == "resume"][-2:]
     assert (shrunk["epoch"], shrunk["step"], shrunk["workers"], shrunk["written_by_workers"]) == (epoch, step, 1, 2)
     assert shrunk["streams"]["uniform"] == {"epoch": epoch, "position": (step - 9 * epoch) * 32}
@@ -387,7 +388,7 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trai
     assert run["info"]["status"] == "FINISHED" and tags["restarts"] == str(report["restarts"]), (run["info"], tags)
     # Through the server, from whichever node rank 0 ended on (its own disk would not do).
     assert {"model", "plots", "report.json"} <= set(_mlflow_artifacts(cluster, run["info"]["run_id"]))
-    assert not (out / "allnc" / "mlflow_fallback.jsonl").exists()
+    assert not (out / "allnc_paper" / "mlflow_fallback.jsonl").exists()
 
     overrides = [a for a in NODE_LOSS_JOB_ARGS[7:] if not a.startswith(("train.checkpoint_every_steps", "distributed.",
                                                                          "tracking."))]
@@ -395,7 +396,7 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_grows_back_and_trai
                       ["data.source=shards", f"data.shards={out / 'shards'}", "distributed.num_workers=1",
                        *overrides, "data.batch_size=32", "tracking.enabled=false"])
     single = train_locally(cfg, tmp_path / "single")
-    two_nodes = TrainResult.load(out / "allnc")
+    two_nodes = TrainResult.load(out / "allnc_paper")
     print("elastic run (2, 1, 2 workers) against 1 process x 2B: max |difference| classifier "
           f"{(single.evaluation.classifier - two_nodes.evaluation.classifier).abs().max():.2e}, class means "
           f"{(single.evaluation.class_means - two_nodes.evaluation.class_means).abs().max():.2e}; accuracy "

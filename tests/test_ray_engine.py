@@ -133,7 +133,7 @@ def test_rank_0_logs_params_metrics_and_plots_to_the_mlflow_server(zero1, mlflow
     assert RunDirectory(zero1.run_dir.path).read_mlflow_run_id() == run_id
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["distributed.num_workers"] == "2" and params["data.batch_size"] == "16"
-    assert params["method.preset"] == "allnc"
+    assert params["method.preset"] == "allnc_paper" and params["method.hycon.weight"] == "1.0"
     for key in ("train/loss", "eval/acc_top1", "eval/acc_few", "eval/nc1", "eval/nc2_means_maxangle",
                 "eval/nc2_classifier_maxangle", "eval/nc3", "eval/few_cos_classifier", "eval/few_cos_means",
                 "train/images_per_s"):
