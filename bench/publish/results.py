@@ -160,7 +160,7 @@ def results_page(results_dir: Path, figures_dir: Path, doc_dir: Path) -> str:
     if (results_dir / "ufm_classes.json").exists():
         sections += ufm_class_section(results_dir / "ufm_classes.json")
     sections += study_sections(results_dir)
-    sections.append("## Ablation: baselines, AllNC without each of its parts, and AllNC with the study's options")
+    sections.append("## Ablation: baselines, AllNC's paper form without each of its parts, and with the study's options")
     for config, title in ABLATIONS.items():
         if (results_dir / ablation_file(config)).exists():
             sections.append(ablation_section(config, title, results_dir, figures_dir, doc_dir))

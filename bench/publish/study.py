@@ -54,7 +54,7 @@ def study_sections(results_dir: Path) -> list[str]:
     sections = ["## The study: each method as its sweep chose it",
                 f"Each method's sweep ran on digits-LT's validation split (`{STUDY}` documents "
                 "the commands; the summaries are in `bench/results/sweeps/`). Then every method trained with "
-                "its chosen configuration on each proxy, train.seed 0..4.",
+                "its chosen configuration on each proxy, train.seed 0..4 (each proxy's section says how many ran).",
                 sweep_table(results_dir)]
     for name, proxy in PROXIES.items():
         path = tuned_file(results_dir, name)
