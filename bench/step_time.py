@@ -21,8 +21,8 @@ others. On a GPU, time is wall time between device synchronisations.
 Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape and at ResNet-50 / K = 1000 (PATH_SHAPES:
 64x64 images, batch 16, so that it runs on a CPU): CE and AllNC with separate last stages re-balanced by
 sampler (the paper form, `allnc_paper`) or by loss, and with one shared last stage (gbbn.shared_stage) by
-loss (the light path, which AllNC's default takes) or by sampler. A step trains on B images, or 2B with the sampler's second batch; the ratio per
-image is the ratio per step times B_CE / B_path.
+loss (the light path, which AllNC's default takes) or by sampler. A step trains on B images, or 2B with
+the sampler's second batch; the ratio per image is the ratio per step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
 torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default
@@ -78,7 +78,8 @@ GBBN_PATHS = {
     "ce": CONFIGS["ce"],
     "allnc": (CONFIGS["allnc"][0], "(a) separate last stages, re-balanced by sampler (the paper form)"),
     "allnc_gbbn_loss": (CONFIGS["allnc_gbbn_loss"][0], "(b) separate last stages, re-balanced by loss"),
-    "allnc_shared_loss": (["method.preset=allnc_paper", "method.gbbn.rebalance=logit_adjust", "method.gbbn.shared_stage=true"],
+    "allnc_shared_loss": (["method.preset=allnc_paper", "method.gbbn.rebalance=logit_adjust",
+                           "method.gbbn.shared_stage=true"],
                           "(c) one shared last stage, re-balanced by loss (the light path, AllNC's default)"),
     "allnc_shared_sampler": (["method.preset=allnc_paper", "method.gbbn.shared_stage=true"],
                              "(d) one shared last stage, re-balanced by sampler"),

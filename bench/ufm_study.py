@@ -5,7 +5,7 @@
     python -m bench.ufm_study --imbalance-grid --smoke --out /tmp/ufm.json   # seconds, for the tests
     python -m bench.ufm_study --class-grid [--seeds 5] [--out bench/results/ufm_classes.json]
 
-The first form is the design study behind P2P's default (docs/method.md): 10 classes, 5 with 100
+The first form is the design study behind the paper form's P2P (docs/method.md): 10 classes, 5 with 100
 samples and 5 with 1, full batch; CE, LA, AllNC's default and variants of its paper form. The second
 is the study across imbalance ratios (docs/RESULTS.md): CE, AllNC, AllNC-paper, and the paper form's
 P2P only and HyCon only at IR 1, 10, 100, 1000, with 5 majority classes of IR samples and 5 minority
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from allnc_dist.ablation import summary
+from allnc_dist.ablation import PAPER, summary
 from allnc_dist.analysis.unconstrained_features import train_unconstrained_features, ufm_training
 from allnc_dist.config import MethodConfig
 from allnc_dist.metrics import nc_metrics
@@ -43,7 +43,6 @@ STUDY_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality")
 # name -> (method config fields, steps to convergence)
 # The AllNC variants are METHOD.md's form (allnc_paper) with one change each, and AllNC's default (the
 # digits-LT sweep's choice; with GBBN off as everywhere here: LA, contrastive P2P, no HyCon).
-PAPER = {"preset": "allnc_paper"}
 STUDY_VARIANTS = {
     "CE": ({"preset": "ce"}, 4000),
     "LA": ({"preset": "la"}, 4000),

@@ -60,8 +60,9 @@ NODE_LOSS_JOB_ARGS = ("--out", "{out}", "--storage-path", "{shared}/ray", "--met
                       "distributed.min_workers=1", "distributed.resize_check_s=2", "tracking.experiment=node_loss")
 # The elastic job's environment. On one worker the run checkpoints at step 10 and then waits after
 # step 11 until Ray Train stops it to grow the group, so that the group grows back from that
-# checkpoint however long the node takes to return. Right after the node dies, Ray Train may try the old size once more, before
-# the cluster knows the node is gone; it gives up after this many seconds (60 by default).
+# checkpoint however long the node takes to return. Right after the node dies, Ray Train may try the
+# old size once more, before the cluster knows the node is gone; it gives up after this many seconds
+# (60 by default).
 ELASTIC_JOB_ENV = {FAULT_ENV: "hold_after_step=11,hold_below_workers=2", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20"}
 # A job reading a shard set with a corrupt shard; it must fail and say which shard.
 BAD_DATA_JOB_ARGS = ("--data", "{data}", "--out", "{out}", "--storage-path", "{shared}/ray", "--methods", "ce",

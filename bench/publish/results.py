@@ -98,8 +98,8 @@ def comparisons(aggregates: dict) -> list[str]:
         for key, label in (("acc_top1", "overall"), ("acc_few", "Few")):
             allnc = mean_of(aggregates, form, key)
             best = max(baselines, key=lambda v: mean_of(aggregates, v, key))
-            lines.append(f"- {label} accuracy: {display_name(form)} {allnc:.1f} %, CE {mean_of(aggregates, 'ce', key):.1f} %, "
-                         f"best baseline {display_name(best)} {mean_of(aggregates, best, key):.1f} % "
+            lines.append(f"- {label} accuracy: {display_name(form)} {allnc:.1f} %, "
+                         f"CE {mean_of(aggregates, 'ce', key):.1f} %, best baseline {display_name(best)} {mean_of(aggregates, best, key):.1f} % "
                          f"({display_name(form)} {allnc - mean_of(aggregates, best, key):+.1f} points).")
     if PAPER not in aggregates:
         return lines
@@ -160,7 +160,8 @@ def results_page(results_dir: Path, figures_dir: Path, doc_dir: Path) -> str:
     if (results_dir / "ufm_classes.json").exists():
         sections += ufm_class_section(results_dir / "ufm_classes.json")
     sections += study_sections(results_dir)
-    sections.append("## Ablation: baselines, AllNC's paper form without each of its parts, and with the study's options")
+    sections.append("## Ablation: baselines, AllNC's paper form without each of its parts, "
+                    "and with the study's options")
     for config, title in ABLATIONS.items():
         if (results_dir / ablation_file(config)).exists():
             sections.append(ablation_section(config, title, results_dir, figures_dir, doc_dir))
