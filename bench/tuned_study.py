@@ -38,12 +38,16 @@ from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
 ROOT = Path(__file__).resolve().parents[1]
 
 SWEPT = ("la", "ldam_drw", "bbn", "allnc")
-# Runs that isolate where AllNC's chosen configuration gains or loses against the baselines: without
-# its auxiliary losses (the bilateral network alone), and without the bilateral network (the losses on
-# one branch). Each is AllNC's chosen configuration plus these overrides.
-ISOLATION = {
-    "allnc_without_aux": ("method.hycon.weight=0", "method.p2p.weight=0"),
-    "allnc_one_branch": ("method.gbbn.enabled=false",),
+# Runs that isolate where a method's chosen configuration gains or loses: each is a method of the
+# study (its preset and sweep choice) plus these overrides. AllNC without its auxiliary losses (the
+# bilateral network alone) and without the bilateral network (the losses on one branch); and the three
+# parts LDAM-DRW differs from LA by at K = 1000 (the cosine classifier, on LA and on AllNC; DRW).
+ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
+    "allnc_without_aux": ("allnc", ("method.hycon.weight=0", "method.p2p.weight=0")),
+    "allnc_one_branch": ("allnc", ("method.gbbn.enabled=false",)),
+    "allnc_cosine": ("allnc", ("method.classifier=cosine",)),
+    "la_cosine": ("la", ("method.classifier=cosine",)),
+    "ldam_without_drw": ("ldam_drw", ("method.drw_start=null",)),
 }
 METHODS = ("ce", *SWEPT, *ISOLATION)
 SWEEP_SPECS = ROOT / "jobs" / "configs" / "sweeps" / "study"
@@ -102,7 +106,8 @@ def chosen_overrides(method: str, proxy: Proxy, results_dir: Path) -> tuple[str,
     """The method's preset and fixed sweep overrides, then its sweep's best knobs (without lr and weight
     decay where the proxy keeps its own recipe). A method without a finished sweep runs its preset."""
     if method in ISOLATION:
-        return (*chosen_overrides("allnc", proxy, results_dir), *ISOLATION[method])
+        base, extra = ISOLATION[method]
+        return (*chosen_overrides(base, proxy, results_dir), *extra)
     if method not in SWEPT:
         return (f"method.preset={method}",)
     spec = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml")
@@ -124,7 +129,7 @@ def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir
 
 def variant(method: str) -> str:
     """The ablation job's variant a method of the study runs as."""
-    return "allnc" if method in ISOLATION else method
+    return ISOLATION[method][0] if method in ISOLATION else method
 
 
 def run_tuned(jobs: list[AblationJob], seeds: int) -> None:

@@ -14,7 +14,8 @@ from bench.publish.formatting import shown
 from bench.tuned_study import METHODS, PROXIES, SWEEP_SPECS, SWEPT, best_file, tuned_file
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) without HyCon and P2P",
-         "allnc_one_branch": "AllNC (chosen) without GBBN"}
+         "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_cosine": "AllNC (chosen), cosine classifier",
+         "la_cosine": "LA, cosine classifier", "ldam_without_drw": "LDAM-DRW without DRW"}
 BASELINES = ("ce", "la", "ldam_drw", "bbn")
 ACCEPTANCE_SEEDS = 5  # the acceptance compares means over this many seeds
 STUDY = "python -m bench.tuned_study"
