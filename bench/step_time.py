@@ -18,11 +18,12 @@ process's CPU time, with one intra-op thread by default: on a loaded machine wal
 time other jobs hold the core, and two OpenMP threads wait on each other at every operator (a 5 ms
 small-CNN step took 680 ms at load 6 on 2 cores), which inflates op-heavy workloads far more than
 others. On a GPU, time is wall time between device synchronisations.
-Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape and at ResNet-50 / K = 1000 (PATH_SHAPES:
-64x64 images, batch 16, so that it runs on a CPU): CE and AllNC with separate last stages re-balanced by
-sampler (the paper form, `allnc_paper`) or by loss, and with one shared last stage (gbbn.shared_stage) by
-loss (the light path, which AllNC's default takes) or by sampler. A step trains on B images, or 2B with
-the sampler's second batch; the ratio per image is the ratio per step times B_CE / B_path.
+Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape, at ResNet-50 / K = 1000 (PATH_SHAPES:
+64x64 images, batch 16, so that it runs on a CPU) and at the 1000-class proxy's small CNN: CE and AllNC's
+paper form (`allnc_paper`) with separate last stages re-balanced by sampler or by loss, and with one
+shared last stage (gbbn.shared_stage) by loss (the light path) or by sampler; and AllNC's default, the
+light path with its own losses. A step trains on B images, or 2B with the sampler's second batch; the
+ratio per image is the ratio per step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
 torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default
@@ -80,14 +81,18 @@ GBBN_PATHS = {
     "allnc_gbbn_loss": (CONFIGS["allnc_gbbn_loss"][0], "(b) separate last stages, re-balanced by loss"),
     "allnc_shared_loss": (["method.preset=allnc_paper", "method.gbbn.rebalance=logit_adjust",
                            "method.gbbn.shared_stage=true"],
-                          "(c) one shared last stage, re-balanced by loss (the light path, AllNC's default)"),
+                          "(c) one shared last stage, re-balanced by loss (the light path)"),
     "allnc_shared_sampler": (["method.preset=allnc_paper", "method.gbbn.shared_stage=true"],
                              "(d) one shared last stage, re-balanced by sampler"),
+    "allnc_default": (["method.preset=allnc"],
+                      "(e) AllNC's default: path (c) with LA, contrastive P2P and no HyCon"),
 }
 # name -> (model overrides, image shape, batch, K), as SHAPES; ResNet-50 at a CPU-sized batch and image.
 PATH_SHAPES = {
     TARGET_SHAPE: SHAPES[TARGET_SHAPE],
     "resnet50 64x64 b16 K=1000": (["model.arch=resnet50"], (3, 64, 64), 16, 1000),
+    # The 1000-class proxy's network and batch (bench/tuned_study.py), where the per-class work weighs most.
+    "small_cnn 8x8 b256 K=1000": (["model.arch=small_cnn"], (3, 8, 8), 256, 1000),
 }
 # Workloads timed beside the steps: the AllNC step's trackers alone, and its objective alone.
 TRACKERS, OBJECTIVE = "allnc trackers alone", "allnc objective alone"

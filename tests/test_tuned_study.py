@@ -7,10 +7,14 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
+from allnc_dist.engine.evaluate import Outputs
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
+from bench.posthoc_shift import shifted_accuracies
 from tests.bench_run import ROOT, run_bench
 
 SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
@@ -69,6 +73,25 @@ def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
     assert run_config["method"]["gbbn"]["rebalance"] == "logit_adjust" and run_config["method"]["loss"] == "la"
     assert math.isfinite(allnc["aggregates"]["acc_top1"]["mean"])
     assert record["methods"]["ce"]["overrides"][-1] == "method.preset=ce"
+
+    # The post-hoc shift reloads each final model; at tau = 0 it must give the accuracy the study reports.
+    run_bench("posthoc_shift", "--proxy", "digits_lt", "--runs", out / "runs", "--out", out)
+    shifted = json.loads((out / "posthoc_digits_lt.json").read_text())["methods"]
+    for name in ("ce", "allnc"):
+        reported = record["methods"][name]["aggregates"]
+        assert shifted[name]["accuracy"]["0.0"]["top1"] == pytest.approx(reported["acc_top1"]["mean"], abs=0.01)
+        assert shifted[name]["accuracy"]["0.0"]["few"] == pytest.approx(reported["acc_few"]["mean"], abs=0.01)
+
+
+def test_the_post_hoc_shift_moves_decisions_towards_the_rare_class() -> None:
+    """Two classes with prior 0.9 / 0.1. At tau = 1 the logits gain -log(pi): 0.105 for class 0 and 2.303
+    for class 1, which flips the first two samples' predictions to class 1; the third stays class 0."""
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.5], [5.0, 0.0]])
+    outputs = Outputs(logits, torch.zeros(3, 1), torch.tensor([1, 0, 0]))
+    prior_log = torch.tensor([0.9, 0.1]).log()
+    accuracies = shifted_accuracies(outputs, prior_log, (0.0, 1.0), {"many": [0], "few": [1]})
+    assert accuracies[0.0] == pytest.approx({"top1": 200 / 3, "many": 100.0, "few": 0.0})
+    assert accuracies[1.0] == pytest.approx({"top1": 200 / 3, "many": 50.0, "few": 100.0})
 
 
 def test_the_acceptance_gives_a_verdict_only_over_five_seeds() -> None:

@@ -87,11 +87,11 @@ def step_section(step: dict) -> list[str]:
 
 
 def gbbn_paths_section(step: dict) -> list[str]:
-    """Per step and per training image, AllNC's four GBBN paths against CE, at each shape."""
+    """Per step and per training image, AllNC's GBBN paths against CE, at each shape."""
     if "gbbn_paths" not in step:
         return []
     lines = [
-        "## Cost per training image: the four GBBN paths",
+        "## Cost per training image: the GBBN paths and AllNC's default",
         "",
         "The re-balanced second batch is part of the method, so the figure that compares methods is the time per "
         "training image: time per step / images trained on per step (B for CE and for re-balancing by loss, 2B "
@@ -135,7 +135,7 @@ def profile_section(step: dict, before: dict | None) -> list[str]:
         f"The whole AllNC objective alone (losses, trackers, their backward) is {objective_share:.1f} % of the AllNC "
         "step. So at this shape the overhead is the second GBBN branch's network work, not the losses:",
         "",
-        f"- GBBN by sampler (the default, `rebalance=reversed`, as in BBN) runs the trunk over the uniform and the "
+        f"- GBBN by sampler (the paper form's, `rebalance=reversed`, as in BBN) runs the trunk over the uniform and the "
         f"re-balanced batch and each branch's last stage over its batch: {configs['allnc']['flops_vs_ce']:.2f}× "
         "CE's FLOPs. The trunk already takes both batches in one concatenated pass (one BatchNorm statistic over "
         "the 2B images), so there is no second trunk pass to merge. The re-balanced batch is the sampler-based "
@@ -181,7 +181,7 @@ def hot_path_section(step: dict, before: dict | None) -> list[str]:
         "(checked when they were made: 6 AllNC training steps of the small CNN in 7 configurations (P2P "
         "contrastive and mse_gram, HyCon projection and prototypes-only, GBBN by sampler and by loss, one branch, "
         "classes appearing over time), fp32 and fp64, old against new code with `torch.equal`; and the tests of "
-        "losses, class means, GBBN and W-worker equivalence pass). Host-device syncs per default AllNC step on a "
+        "losses, class means, GBBN and W-worker equivalence pass). Host-device syncs per AllNC-paper step on a "
         "GPU (two branches), counted from the code: at least 4 + 2 × 5 = 14 before (four `float()`, and per "
         "branch one bincount and four boolean-mask selections), 1 + 2 × 1 = 3 after; not measured here (no GPU).",
         "",

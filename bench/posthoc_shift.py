@@ -1,0 +1,91 @@
+"""The study's trained models under post-hoc logit adjustment: accuracy by split when the test logits
+are shifted by -tau log(pi), pi the training label prior (Menon et al. 2021, post-hoc correction).
+
+    python -m bench.posthoc_shift --proxy synthetic1000_imagenet_lt
+
+It tells two reasons for missing the Few classes apart. If training left the decision threshold
+biased, some tau recovers Few accuracy and overall accuracy with it. If the features and classifiers
+do not separate the Few classes, no tau reaches the trade-off of a method whose do. tau = 0 is the
+accuracy the study reports. It needs the study's run folders (`python -m bench.tuned_study` first) and
+writes bench/results/posthoc_<proxy>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from allnc_dist.config import load_config
+from allnc_dist.data import LongTailData, build_data
+from allnc_dist.engine.evaluate import Outputs, collect_outputs
+from allnc_dist.method.classification import log_prior
+from allnc_dist.method.network import build_network
+from allnc_dist.metrics import accuracy_by_split, class_splits
+from allnc_dist.tracking import RunDirectory
+from bench.tuned_study import METHODS, PROXIES, variant
+
+ROOT = Path(__file__).resolve().parents[1]
+TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def shifted_accuracies(outputs: Outputs, prior_log: torch.Tensor, taus: Sequence[float],
+                       splits: dict[str, Sequence[int]]) -> dict[float, dict[str, float]]:
+    """tau -> accuracy by split (top1 and one key per split) of argmax(logits - tau log pi)."""
+    return {tau: accuracy_by_split((outputs.logits - tau * prior_log).argmax(1), outputs.labels, splits)
+            for tau in taus}
+
+
+def final_test_outputs(run_dir: RunDirectory, data: LongTailData) -> Outputs:
+    """The logits of a finished run's final model on the test split, in fp32 on the CPU."""
+    cfg = load_config(run_dir.config_path)
+    network = build_network(cfg, data.image_shape[0], data.num_classes)
+    network.load_state_dict(torch.load(run_dir.model_path, weights_only=True)["model"])
+    loader = DataLoader(data.test, batch_size=cfg.data.batch_size)
+    return collect_outputs(network, loader, cfg.method.gbbn.test_alpha, torch.device("cpu"))
+
+
+def method_runs(work: Path, method: str) -> list[RunDirectory]:
+    """The finished seeds of one method of the study (a report means the run finished)."""
+    seeds = sorted((work / method / variant(method)).glob("seed*"))
+    return [RunDirectory(path) for path in seeds if RunDirectory(path).report_path.exists()]
+
+
+def mean_over_seeds(per_seed: list[dict[float, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """tau -> split -> mean accuracy over the seeds (JSON keys are strings)."""
+    return {str(tau): {key: statistics.fmean(seed[tau][key] for seed in per_seed) for key in per_seed[0][tau]}
+            for tau in per_seed[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxy", default="synthetic1000_imagenet_lt", choices=list(PROXIES))
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results", help="the study's run root")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    work = args.runs / f"tuned_{args.proxy}"
+    data, results = None, {}
+    for method in METHODS:
+        runs = method_runs(work, method)
+        if not runs:
+            continue
+        if data is None:  # every method of a proxy trains on the same data
+            data = build_data(load_config(runs[0].config_path).data)
+            splits, prior_log = class_splits(data.class_counts), log_prior(data.class_counts)
+        per_seed = [shifted_accuracies(final_test_outputs(run, data), prior_log, TAUS, splits) for run in runs]
+        results[method] = {"seeds": len(runs), "accuracy": mean_over_seeds(per_seed)}
+        print(method, json.dumps(results[method]["accuracy"]), flush=True)
+    if not results:
+        raise SystemExit(f"no finished run under {work}: run `python -m bench.tuned_study --proxies {args.proxy}`")
+    path = args.out / f"posthoc_{args.proxy}.json"
+    path.write_text(json.dumps({"proxy": args.proxy, "taus": list(TAUS), "methods": results}, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
