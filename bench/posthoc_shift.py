@@ -6,8 +6,9 @@ are shifted by -tau log(pi), pi the training label prior (Menon et al. 2021, pos
 It tells two reasons for missing the Few classes apart. If training left the decision threshold
 biased, some tau recovers Few accuracy and overall accuracy with it. If the features and classifiers
 do not separate the Few classes, no tau reaches the trade-off of a method whose do. tau = 0 is the
-accuracy the study reports. It needs the study's run folders (`python -m bench.tuned_study` first) and
-writes bench/results/posthoc_<proxy>.json.
+accuracy the study reports. Beside it, the mean norm of the classifier's rows per split (both branches
+side by side; a cosine classifier divides them out). It needs the study's run folders
+(`python -m bench.tuned_study` first) and writes bench/results/posthoc_<proxy>.json.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from allnc_dist.config import load_config
+from allnc_dist.config import RunConfig, load_config
 from allnc_dist.data import LongTailData, build_data
-from allnc_dist.engine.evaluate import Outputs, collect_outputs
+from allnc_dist.engine.evaluate import Outputs, collect_outputs, inference_classifier
 from allnc_dist.method.classification import log_prior
-from allnc_dist.method.network import build_network
+from allnc_dist.method.network import BranchedNetwork, build_network
 from allnc_dist.metrics import accuracy_by_split, class_splits
 from allnc_dist.tracking import RunDirectory
 from bench.tuned_study import METHODS, PROXIES, variant
@@ -41,13 +42,32 @@ def shifted_accuracies(outputs: Outputs, prior_log: torch.Tensor, taus: Sequence
             for tau in taus}
 
 
-def final_test_outputs(run_dir: RunDirectory, data: LongTailData) -> Outputs:
-    """The logits of a finished run's final model on the test split, in fp32 on the CPU."""
+def final_network(run_dir: RunDirectory, data: LongTailData) -> tuple[BranchedNetwork, RunConfig]:
+    """A finished run's final model, on the CPU, and its config."""
     cfg = load_config(run_dir.config_path)
     network = build_network(cfg, data.image_shape[0], data.num_classes)
     network.load_state_dict(torch.load(run_dir.model_path, weights_only=True)["model"])
+    return network, cfg
+
+
+def final_test_outputs(network: BranchedNetwork, cfg: RunConfig, data: LongTailData) -> Outputs:
+    """The network's logits on the test split, in fp32 on the CPU, as the run's evaluation mixed them."""
     loader = DataLoader(data.test, batch_size=cfg.data.batch_size)
     return collect_outputs(network, loader, cfg.method.gbbn.test_alpha, torch.device("cpu"))
+
+
+def row_norms(network: BranchedNetwork, splits: dict[str, Sequence[int]]) -> dict[str, float]:
+    """Mean L2 norm of the classifier's rows (the branches side by side) over each split's classes."""
+    norms = inference_classifier(network).norm(dim=1)
+    return {name: norms[list(classes)].mean().item() for name, classes in splits.items()}
+
+
+def one_seed(run_dir: RunDirectory, data: LongTailData, prior_log: torch.Tensor,
+             splits: dict[str, Sequence[int]]) -> tuple[dict[float, dict[str, float]], dict[str, float]]:
+    """One finished run's accuracies by tau, and its classifier's row norms by split."""
+    network, cfg = final_network(run_dir, data)
+    accuracies = shifted_accuracies(final_test_outputs(network, cfg, data), prior_log, TAUS, splits)
+    return accuracies, row_norms(network, splits)
 
 
 def method_runs(work: Path, method: str) -> list[RunDirectory]:
@@ -77,8 +97,9 @@ def main() -> None:
         if data is None:  # every method of a proxy trains on the same data
             data = build_data(load_config(runs[0].config_path).data)
             splits, prior_log = class_splits(data.class_counts), log_prior(data.class_counts)
-        per_seed = [shifted_accuracies(final_test_outputs(run, data), prior_log, TAUS, splits) for run in runs]
-        results[method] = {"seeds": len(runs), "accuracy": mean_over_seeds(per_seed)}
+        accuracies, norms = zip(*(one_seed(run, data, prior_log, splits) for run in runs))
+        results[method] = {"seeds": len(runs), "accuracy": mean_over_seeds(list(accuracies)),
+                           "row_norms": {name: statistics.fmean(n[name] for n in norms) for name in splits}}
         print(method, json.dumps(results[method]["accuracy"]), flush=True)
     if not results:
         raise SystemExit(f"no finished run under {work}: run `python -m bench.tuned_study --proxies {args.proxy}`")

@@ -81,6 +81,8 @@ def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
         reported = record["methods"][name]["aggregates"]
         assert shifted[name]["accuracy"]["0.0"]["top1"] == pytest.approx(reported["acc_top1"]["mean"], abs=0.01)
         assert shifted[name]["accuracy"]["0.0"]["few"] == pytest.approx(reported["acc_few"]["mean"], abs=0.01)
+        assert set(shifted[name]["row_norms"]) == {"many", "medium", "few"}
+        assert all(norm > 0 for norm in shifted[name]["row_norms"].values())
 
 
 def test_the_post_hoc_shift_moves_decisions_towards_the_rare_class() -> None:
