@@ -28,7 +28,15 @@ def test_a_sampler_branch_with_a_prior_correcting_loss_is_refused(overrides, nam
     assert named in str(err.value)
 
 
+@pytest.mark.parametrize("preset", ["la", "allnc", "etf_dr"])
+def test_deferred_reweighting_is_refused_where_it_would_correct_twice_or_has_no_weights(preset):
+    # Before this check the loss ignored the weights: the knob was accepted and did nothing.
+    with pytest.raises(ConfigError, match="method.drw_start"):
+        load_config(None, [f"method.preset={preset}", "method.drw_start=0.8"])
+
+
 @pytest.mark.parametrize("overrides", [
+    ["method.preset=ce", "method.drw_start=0.8"],  # CE-DRW (Cao et al. 2019)
     ["method.loss=la", "method.gbbn.rebalance=logit_adjust"],  # both branches see the uniform batch
     ["method.loss=la", "method.gbbn.rebalance=reweight"],
     ["method.loss=la", "method.gbbn.rebalance=tempered", "method.gbbn.sampler_q=1.0"],  # instance sampling

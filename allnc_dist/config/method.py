@@ -176,6 +176,11 @@ class MethodConfig(Section):
             raise ValueError("method.loss='dr' (dot regression) needs method.classifier='etf'")
         if self.loss == "ldam" and self.classifier == "etf":
             raise ValueError("method.loss='ldam' needs a learned classifier ('linear' or 'cosine')")
+        if self.drw_start is not None and self.loss in ("la", "dr"):
+            raise ValueError(
+                "method.drw_start (deferred re-weighting) with method.loss='la' would correct for the label prior "
+                "twice, and method.loss='dr' has no class weights: use it with method.loss='ce' or 'ldam'"
+            )
         if self.gbbn.schedule == "step" and self.gbbn.switch_epoch is None:
             raise ValueError("method.gbbn.schedule='step' needs method.gbbn.switch_epoch")
         self._check_one_prior_correction()
