@@ -41,11 +41,14 @@ SWEPT = ("la", "ldam_drw", "bbn", "allnc")
 # Runs that isolate where a method's chosen configuration gains or loses: each is a method of the
 # study (its preset and sweep choice) plus these overrides. AllNC without its auxiliary losses (the
 # bilateral network alone) and without the bilateral network (the losses on one branch); and the three
-# parts LDAM-DRW differs from LA by at K = 1000 (the cosine classifier, on LA and on AllNC; DRW).
+# parts LDAM-DRW differs from LA by at K = 1000 (the cosine classifier, on LA and on AllNC; DRW), and
+# AllNC with the cosine classifier without its auxiliary losses or without GBBN.
 ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
     "allnc_without_aux": ("allnc", ("method.hycon.weight=0", "method.p2p.weight=0")),
     "allnc_one_branch": ("allnc", ("method.gbbn.enabled=false",)),
     "allnc_cosine": ("allnc", ("method.classifier=cosine",)),
+    "allnc_cosine_without_aux": ("allnc", ("method.classifier=cosine", "method.hycon.weight=0", "method.p2p.weight=0")),
+    "allnc_cosine_one_branch": ("allnc", ("method.classifier=cosine", "method.gbbn.enabled=false")),
     "la_cosine": ("la", ("method.classifier=cosine",)),
     "ldam_without_drw": ("ldam_drw", ("method.drw_start=null",)),
 }

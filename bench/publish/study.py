@@ -15,7 +15,9 @@ from bench.tuned_study import METHODS, PROXIES, SWEEP_SPECS, SWEPT, best_file, t
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) without HyCon and P2P",
          "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_cosine": "AllNC (chosen), cosine classifier",
-         "la_cosine": "LA, cosine classifier", "ldam_without_drw": "LDAM-DRW without DRW"}
+         "la_cosine": "LA, cosine classifier", "ldam_without_drw": "LDAM-DRW without DRW",
+         "allnc_cosine_without_aux": "AllNC (chosen), cosine classifier, without HyCon and P2P",
+         "allnc_cosine_one_branch": "AllNC (chosen), cosine classifier, without GBBN"}
 BASELINES = ("ce", "la", "ldam_drw", "bbn")
 ACCEPTANCE_SEEDS = 5  # the acceptance compares means over this many seeds
 STUDY = "python -m bench.tuned_study"
@@ -95,5 +97,6 @@ def posthoc_table(record: dict, path: Path) -> str:
             entry = record["methods"][method]
             cells = [f"{entry['accuracy'][tau]['top1']:.1f} / {entry['accuracy'][tau]['few']:.1f}" for tau in taus]
             cells.append(" / ".join(f"{entry['row_norms'][split]:.2f}" for split in ("many", "medium", "few")))
-            lines.append(f"| {NAMES.get(method, display_name(method))} | {entry['seeds']} | " + " | ".join(cells) + " |")
+            name = NAMES.get(method, display_name(method))
+            lines.append(f"| {name} | {entry['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
