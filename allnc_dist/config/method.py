@@ -176,11 +176,9 @@ class MethodConfig(Section):
             raise ValueError("method.loss='dr' (dot regression) needs method.classifier='etf'")
         if self.loss == "ldam" and self.classifier == "etf":
             raise ValueError("method.loss='ldam' needs a learned classifier ('linear' or 'cosine')")
-        if self.drw_start is not None and self.loss in ("la", "dr"):
-            raise ValueError(
-                "method.drw_start (deferred re-weighting) with method.loss='la' would correct for the label prior "
-                "twice, and method.loss='dr' has no class weights: use it with method.loss='ce' or 'ldam'"
-            )
+        if self.drw_start is not None and self.loss == "dr":
+            raise ValueError("method.drw_start (deferred re-weighting) needs class weights, which method.loss='dr' "
+                             "(dot regression) has not: use it with method.loss='ce' or 'ldam'")
         if self.gbbn.schedule == "step" and self.gbbn.switch_epoch is None:
             raise ValueError("method.gbbn.schedule='step' needs method.gbbn.switch_epoch")
         self._check_one_prior_correction()
@@ -188,7 +186,13 @@ class MethodConfig(Section):
 
     def _check_one_prior_correction(self) -> None:
         """A re-balancing sampler already removes the label prior from its batch; a prior-correcting
-        loss on that batch would correct a second time and over-favour the tail (METHOD.md, GBBN)."""
+        loss on that batch would correct a second time and over-favour the tail (METHOD.md, GBBN). So
+        would deferred re-weighting on top of logit adjustment, on any batch."""
+        if self.loss == "la" and self.drw_start is not None:
+            raise ValueError(
+                "method.drw_start (deferred re-weighting) with method.loss='la' corrects for the label prior twice "
+                "on the same batch: drop one of the two (CE or LDAM take deferred re-weighting)"
+            )
         if not self.gbbn.rebalances_by_sampler:
             return
         sampler = f"method.gbbn.rebalance={self.gbbn.rebalance!r}"
