@@ -7,8 +7,9 @@ It tells two reasons for missing the Few classes apart. If training left the dec
 biased, some tau recovers Few accuracy and overall accuracy with it. If the features and classifiers
 do not separate the Few classes, no tau reaches the trade-off of a method whose do. tau = 0 is the
 accuracy the study reports. Beside it, the mean norm of the classifier's rows per split (both branches
-side by side; a cosine classifier divides them out). It needs the study's run folders
-(`python -m bench.tuned_study` first) and writes bench/results/posthoc_<proxy>.json.
+side by side; a cosine classifier divides them out). It covers the methods of the study's table, so it
+needs the study's run folders and JSON (`python -m bench.tuned_study` first); it writes
+bench/results/posthoc_<proxy>.json.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from allnc_dist.method.classification import log_prior
 from allnc_dist.method.network import BranchedNetwork, build_network
 from allnc_dist.metrics import accuracy_by_split, class_splits
 from allnc_dist.tracking import RunDirectory
-from bench.tuned_study import METHODS, PROXIES, variant
+from bench.tuned_study import PROXIES, tuned_file, variant
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -88,9 +89,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results", help="the study's run root")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    work = args.runs / f"tuned_{args.proxy}"
+    work, study = args.runs / f"tuned_{args.proxy}", tuned_file(args.out, args.proxy)
+    if not study.exists():
+        raise SystemExit(f"{study} is missing: run `python -m bench.tuned_study --proxies {args.proxy}` first")
     data, results = None, {}
-    for method in METHODS:
+    for method in json.loads(study.read_text())["methods"]:  # the study table's methods, not stale folders
         runs = method_runs(work, method)
         if not runs:
             continue

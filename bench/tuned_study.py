@@ -15,6 +15,10 @@ budget and the same learning-rate / weight-decay search for every method:
 (On 2 busy cores a trial's Ray Train worker can take longer than Ray's default 60 s to start, and
 the trial then retries in a loop; the variable gives it 15 minutes.)
 
+The 10-class sweeps cannot judge the classifier, so `python -m bench.classifier_choice` then picks each
+swept method's classifier (linear or cosine) on 100-class synthetic-LT's validation split; the proxies
+with at least 100 classes train each method with it.
+
 This script copies each sweep's summary.md and best.json to bench/results/sweeps/, then trains each
 method's chosen configuration on each proxy of PROXIES with train.seed 0..4 and writes
 bench/results/tuned_<proxy>.json (`python -m bench.publish` shows them in docs/RESULTS.md). CE has no
@@ -32,6 +36,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from allnc_dist.config import load_config
 from allnc_dist.sweep.spec import load_sweep
 from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
 
@@ -39,22 +44,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SWEPT = ("la", "ldam_drw", "bbn", "allnc")
 # Runs that isolate where a method's chosen configuration gains or loses: each is a method of the
-# study (its preset and sweep choice) plus these overrides. AllNC without its auxiliary losses (the
-# bilateral network alone) and without the bilateral network (the losses on one branch); and the three
-# parts LDAM-DRW differs from LA by at K = 1000 (the cosine classifier, on LA and on AllNC; DRW), and
-# AllNC with the cosine classifier without its auxiliary losses or without GBBN.
+# study (its preset, sweep choice and chosen classifier) plus these overrides. AllNC without its
+# auxiliary losses (the bilateral network alone) and without the bilateral network (the losses on one
+# branch); the three parts LDAM-DRW differs from LA by at K = 1000 (the cosine classifier, on LA and on
+# AllNC; DRW); and LA, AllNC and BBN with the linear classifier. On a proxy where the base method already
+# runs with the overrides (the classifier chosen there) an isolation run would repeat it, and the study
+# leaves it out.
 ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
     "allnc_without_aux": ("allnc", ("method.hycon.weight=0", "method.p2p.weight=0")),
     "allnc_one_branch": ("allnc", ("method.gbbn.enabled=false",)),
     "allnc_cosine": ("allnc", ("method.classifier=cosine",)),
-    "allnc_cosine_without_aux": ("allnc", ("method.classifier=cosine", "method.hycon.weight=0", "method.p2p.weight=0")),
-    "allnc_cosine_one_branch": ("allnc", ("method.classifier=cosine", "method.gbbn.enabled=false")),
     "la_cosine": ("la", ("method.classifier=cosine",)),
+    "allnc_linear": ("allnc", ("method.classifier=linear",)),
+    "la_linear": ("la", ("method.classifier=linear",)),
+    "bbn_linear": ("bbn", ("method.classifier=linear",)),
     "ldam_without_drw": ("ldam_drw", ("method.drw_start=null",)),
 }
 METHODS = ("ce", *SWEPT, *ISOLATION)
 SWEEP_SPECS = ROOT / "jobs" / "configs" / "sweeps" / "study"
 OVERRIDES_FILE = "overrides.json"
+# bench/classifier_choice.py chooses each swept method's classifier on this proxy's validation split.
+CLASSIFIER_CHOICE_PROXY = "synthetic100_small"
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,9 @@ class Proxy:
     title: str
     overrides: tuple[str, ...]  # the proxy's recipe on top of its config
     tuned_optimiser: bool  # the sweeps ran here: the chosen lr and weight decay apply
+    # >= 100 classes: each method trains with the classifier chosen on CLASSIFIER_CHOICE_PROXY's validation
+    # split (bench/classifier_choice.py), which the 10-class sweeps could not judge.
+    takes_classifier_choice: bool = False
 
 
 PROXIES = {
@@ -76,11 +89,11 @@ PROXIES = {
          "train.epochs=200", "train.eval_every=200", "train.checkpoint_every=200"), False),
     "synthetic100_small": Proxy(
         "synthetic100_small", "synthetic-LT (100 classes, IR 100, 8×8 images, small CNN, 30 epochs)",
-        ("train.epochs=30", "train.eval_every=30", "train.checkpoint_every=30"), False),
+        ("train.epochs=30", "train.eval_every=30", "train.checkpoint_every=30"), False, True),
     "synthetic1000_imagenet_lt": Proxy(
         "synthetic1000_imagenet_lt",
         "synthetic-LT at ImageNet-LT's class count (1000 classes, ImageNet-LT's count profile, 8×8 images, 10 epochs)",
-        (), False),
+        (), False, True),
 }
 
 
@@ -94,6 +107,18 @@ def best_file(results_dir: Path, method: str) -> Path:
     return results_dir / "sweeps" / f"digits_{method}_best.json"
 
 
+def choice_file(results_dir: Path) -> Path:
+    """bench/classifier_choice.py's record: both classifiers' validation accuracy and the choice per method."""
+    return results_dir / "classifier_choice.json"
+
+
+def classifier_override(method: str, results_dir: Path) -> tuple[str, ...]:
+    """The override of the method's chosen classifier; none before the choice has run for it."""
+    path = choice_file(results_dir)
+    choice = json.loads(path.read_text())["methods"].get(method) if path.exists() else None
+    return (f"method.classifier={choice['chosen']}",) if choice else ()
+
+
 def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
     """Copy each finished study sweep's summary.md and best.json next to the doc."""
     target = results_dir / "sweeps"
@@ -105,12 +130,14 @@ def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
             shutil.copyfile(folder / "summary.md", target / f"digits_{method}_summary.md")
 
 
-def chosen_overrides(method: str, proxy: Proxy, results_dir: Path) -> tuple[str, ...]:
+def chosen_overrides(method: str, proxy: Proxy, results_dir: Path, classifier_choice: bool = True
+                     ) -> tuple[str, ...]:
     """The method's preset and fixed sweep overrides, then its sweep's best knobs (without lr and weight
-    decay where the proxy keeps its own recipe). A method without a finished sweep runs its preset."""
+    decay where the proxy keeps its own recipe), then its chosen classifier where the proxy takes it
+    (`classifier_choice=False` leaves it out). A method without a finished sweep runs its preset."""
     if method in ISOLATION:
         base, extra = ISOLATION[method]
-        return (*chosen_overrides(base, proxy, results_dir), *extra)
+        return (*chosen_overrides(base, proxy, results_dir, classifier_choice), *extra)
     if method not in SWEPT:
         return (f"method.preset={method}",)
     spec = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml")
@@ -118,7 +145,18 @@ def chosen_overrides(method: str, proxy: Proxy, results_dir: Path) -> tuple[str,
     best_path = best_file(results_dir, method)
     best = json.loads(best_path.read_text()) if best_path.exists() else None
     knobs = best["overrides"] if best else []
-    return (*fixed, *(o for o in knobs if proxy.tuned_optimiser or not o.startswith("optim.")))
+    classifier = classifier_override(method, results_dir) if classifier_choice and proxy.takes_classifier_choice else ()
+    return (*fixed, *(o for o in knobs if proxy.tuned_optimiser or not o.startswith("optim.")), *classifier)
+
+
+def isolates(method: str, proxy: Proxy, results_dir: Path) -> bool:
+    """Whether the method trains something of its own on the proxy: an isolation run whose method
+    section comes out as its base method's would train the base again."""
+    if method not in ISOLATION:
+        return True
+    config = ROOT / "jobs" / "configs" / f"{proxy.config}.yaml"
+    base = load_config(config, list(chosen_overrides(ISOLATION[method][0], proxy, results_dir))).method
+    return load_config(config, list(chosen_overrides(method, proxy, results_dir))).method != base
 
 
 def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir: Path,
@@ -127,7 +165,7 @@ def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir
     recipe = SMOKE_OVERRIDES if smoke else proxy.overrides
     return [AblationJob(proxy.config, work_root / f"tuned_{proxy_name}" / method, variant(method),
                         (*recipe, *chosen_overrides(method, proxy, results_dir)))
-            for method in methods]
+            for method in methods if isolates(method, proxy, results_dir)]
 
 
 def variant(method: str) -> str:
@@ -144,17 +182,24 @@ def run_tuned(jobs: list[AblationJob], seeds: int) -> None:
 
 
 def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path) -> None:
-    """One JSON per proxy: the overrides, seeds and aggregates of each method that has run on it."""
+    """One JSON per proxy: the overrides, seeds and aggregates of each method that has run on it. Left
+    out: an isolation run that repeats its base method there, and runs made before the method's choice
+    changed (their recorded overrides do not end with the current ones: train them again)."""
     methods = {}
+    proxy = PROXIES[proxy_name]
     for method in METHODS:
         work = work_root / f"tuned_{proxy_name}" / method
-        if (work / "ablation.json").exists():
-            data = json.loads((work / "ablation.json").read_text())
-            methods[method] = {"overrides": json.loads((work / OVERRIDES_FILE).read_text()), "epochs": data["epochs"],
-                               "seeds": len(data["runs"][variant(method)]),
-                               "aggregates": data["aggregates"][variant(method)]}
-    record = {"proxy": proxy_name, "title": PROXIES[proxy_name].title, "config": PROXIES[proxy_name].config,
-              "methods": methods}
+        if not (work / "ablation.json").exists() or not isolates(method, proxy, results_dir):
+            continue
+        overrides = json.loads((work / OVERRIDES_FILE).read_text())
+        chosen = list(chosen_overrides(method, proxy, results_dir))
+        if overrides[len(overrides) - len(chosen):] != chosen:
+            print(f"left out of {proxy_name}: {work} ran {overrides}, before the current choice {chosen}")
+            continue
+        data, name = json.loads((work / "ablation.json").read_text()), variant(method)
+        methods[method] = {"overrides": overrides, "epochs": data["epochs"], "seeds": len(data["runs"][name]),
+                           "aggregates": data["aggregates"][name]}
+    record = {"proxy": proxy_name, "title": proxy.title, "config": proxy.config, "methods": methods}
     tuned_file(results_dir, proxy_name).write_text(json.dumps(record, indent=2) + "\n")
 
 

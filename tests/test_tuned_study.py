@@ -14,8 +14,10 @@ import yaml
 from allnc_dist.engine.evaluate import Outputs
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
+from bench.classifier_choice import chosen_classifier
 from bench.posthoc_shift import shifted_accuracies
-from tests.bench_run import ROOT, run_bench
+from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates
+from tests.bench_run import ROOT, publish, run_bench
 
 SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
                    space={"optim.lr": {"loguniform": [0.01, 0.1]}, "method.p2p.weight": {"choice": [0.25, 1.0]}})
@@ -107,3 +109,61 @@ def test_the_acceptance_gives_a_verdict_only_over_five_seeds() -> None:
         "- overall: AllNC 71.0 %, best baseline LA 70.0 % (AllNC +1.0 points: met).",
         "- Few: AllNC 45.0 %, best baseline LA 50.0 % (AllNC -5.0 points: not met)."]
     assert all("1 seed(s), no verdict: the acceptance needs 5" in line for line in acceptance(methods, 1))
+
+
+def test_smoke_classifier_choice_ranks_on_the_validation_split_and_the_large_proxies_take_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    printed = run_bench("classifier_choice", "--smoke", "--methods", "la", "--out", out).stdout
+    record = json.loads((out / "classifier_choice.json").read_text())
+    la = record["methods"]["la"]
+    scores = {classifier: la["validation"][classifier]["top1"] for classifier in ("linear", "cosine")}
+    assert la["own"] == "linear" and la["chosen"] == chosen_classifier(scores, "linear")
+    assert f"la: {la['chosen']}" in printed
+    for classifier in ("linear", "cosine"):
+        run_config = yaml.safe_load((out / "runs" / "classifier_choice" / "la" / classifier / "la" / "seed0"
+                                     / "config.yaml").read_text())
+        assert run_config["method"]["classifier"] == classifier and run_config["method"]["loss"] == "la"
+        # Ranked on the validation split, never the test split.
+        assert run_config["train"]["eval_split"] == "val" and run_config["data"]["val_per_class"] == 20
+
+    # The 100-class proxy trains LA with the chosen classifier; digits-LT (10 classes) keeps its own.
+    run_bench("tuned_study", "--smoke", "--proxies", "synthetic100_small", "--methods", "la", "--out", out)
+    study_config = yaml.safe_load((out / "runs" / "tuned_synthetic100_small" / "la" / "la" / "seed0" / "config.yaml")
+                                  .read_text())
+    assert study_config["method"]["classifier"] == la["chosen"] and study_config["train"]["eval_split"] == "test"
+    assert not any(o.startswith("method.classifier") for o in chosen_overrides("la", PROXIES["digits_lt"], out))
+    publish(out, out, "RESULTS.md")
+    page = (out / "RESULTS.md").read_text()
+    assert f"| LA | 1 | {la['validation']['linear']['top1']['mean']:.1f} / " in page and f"**{la['chosen']}** |" in page
+
+    # Once the choice changes, the runs made before it are not the method's any more: left out, not mislabelled.
+    other = "linear" if la["chosen"] == "cosine" else "cosine"
+    record["methods"]["la"]["chosen"] = other
+    (out / "classifier_choice.json").write_text(json.dumps(record))
+    collect_proxy("synthetic100_small", out / "runs", out)
+    assert "la" not in json.loads((out / "tuned_synthetic100_small.json").read_text())["methods"]
+
+
+def test_the_classifier_choice_switches_only_when_the_other_wins_by_more_than_the_seed_noise() -> None:
+    def seeds(*accuracies: float) -> dict:
+        mean = sum(accuracies) / len(accuracies)
+        n = len(accuracies)
+        std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (n - 1)) if n > 1 else None
+        return {"mean": mean, "std": std, "n": n}
+
+    # LA on synthetic-100: cosine 33.0 / 32.3 against linear 27.6 / 27.8. The standard error of the
+    # difference is sqrt(0.495^2 / 2 + 0.141^2 / 2) = 0.364, and 4.95 > 2 * 0.364: switch.
+    assert chosen_classifier({"linear": seeds(27.6, 27.8), "cosine": seeds(33.0, 32.3)}, "linear") == "cosine"
+    # LDAM-DRW: linear 27.9 / 29.3 against its own cosine 28.4 / 28.4. 0.2 < 2 * sqrt(0.99^2 / 2) = 1.4: keep.
+    assert chosen_classifier({"linear": seeds(27.9, 29.3), "cosine": seeds(28.4, 28.4)}, "cosine") == "cosine"
+    assert chosen_classifier({"linear": seeds(30.0), "cosine": seeds(30.5)}, "linear") == "cosine"
+    assert chosen_classifier({"linear": seeds(30.0), "cosine": seeds(30.0)}, "cosine") == "cosine"
+
+
+def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tmp_path: Path) -> None:
+    (tmp_path / "classifier_choice.json").write_text(json.dumps({"methods": {"la": {"chosen": "cosine"}}}))
+    large, small = PROXIES["synthetic100_small"], PROXIES["digits_lt"]
+    # At 100 classes LA already runs with its chosen cosine classifier; at 10 it keeps its linear one.
+    assert not isolates("la_cosine", large, tmp_path) and isolates("la_linear", large, tmp_path)
+    assert isolates("la_cosine", small, tmp_path) and not isolates("la_linear", small, tmp_path)
+    assert isolates("la", large, tmp_path) and isolates("ldam_without_drw", large, tmp_path)

@@ -11,16 +11,18 @@ from allnc_dist.results_table import display_name
 from allnc_dist.sweep.results import format_value
 from allnc_dist.sweep.spec import load_sweep
 from bench.publish.formatting import shown
-from bench.tuned_study import METHODS, PROXIES, SWEEP_SPECS, SWEPT, best_file, tuned_file
+from bench.tuned_study import (CLASSIFIER_CHOICE_PROXY, METHODS, PROXIES, SWEEP_SPECS, SWEPT, best_file, choice_file,
+                               tuned_file)
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) without HyCon and P2P",
          "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_cosine": "AllNC (chosen), cosine classifier",
          "la_cosine": "LA, cosine classifier", "ldam_without_drw": "LDAM-DRW without DRW",
-         "allnc_cosine_without_aux": "AllNC (chosen), cosine classifier, without HyCon and P2P",
-         "allnc_cosine_one_branch": "AllNC (chosen), cosine classifier, without GBBN"}
+         "allnc_linear": "AllNC (chosen), linear classifier", "la_linear": "LA, linear classifier",
+         "bbn_linear": "BBN, linear classifier"}
 BASELINES = ("ce", "la", "ldam_drw", "bbn")
 ACCEPTANCE_SEEDS = 5  # the issue's acceptance compares means over this many seeds
 STUDY = "python -m bench.tuned_study"
+SPLITS = ("top1", "many", "medium", "few")
 
 
 def sweep_table(results_dir: Path) -> str:
@@ -33,6 +35,26 @@ def sweep_table(results_dir: Path) -> str:
             trials = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml").num_samples
             knobs = ", ".join(f"`{path}={format_value(value)}`" for path, value in best["knobs"].items())
             lines.append(f"| {display_name(method)} | {trials} | {best['value']:.1f} | {knobs} |")
+    return "\n".join(lines)
+
+
+def classifier_choice_table(path: Path) -> str:
+    """bench/classifier_choice.py's record: each method's validation accuracy with either classifier."""
+    record = json.loads(path.read_text())
+    large = ", ".join(f"`{name}`" for name, proxy in PROXIES.items() if proxy.takes_classifier_choice)
+    lines = [f"The 10-class sweeps could not judge `method.classifier`. `python -m bench.classifier_choice` "
+             f"trains each method's chosen configuration with either classifier on `{CLASSIFIER_CHOICE_PROXY}` and "
+             f"ranks them on its {record['split']}, never the test split. A method keeps its own classifier "
+             "unless the other's mean validation accuracy is higher by more than two standard errors of the "
+             f"difference. The proxies with at least 100 classes ({large}) train each method with its choice. "
+             f"Source: `{shown(path)}`.", "",
+             "| method | seeds | linear: overall / Many / Medium / Few (%) | cosine: overall / Many / Medium / Few (%) "
+             "| own | chosen |", "|---|---|---|---|---|---|"]
+    for method, entry in record["methods"].items():
+        cells = [" / ".join(f"{entry['validation'][c][split]['mean']:.1f}" for split in SPLITS)
+                 for c in ("linear", "cosine")]
+        lines.append(f"| {display_name(method)} | {entry['seeds']} | {cells[0]} | {cells[1]} | {entry['own']} "
+                     f"| **{entry['chosen']}** |")
     return "\n".join(lines)
 
 
@@ -57,8 +79,11 @@ def study_sections(results_dir: Path) -> list[str]:
     sections = ["## The study: each method as its sweep chose it",
                 f"Each method's sweep ran on digits-LT's validation split (`{STUDY}` documents "
                 "the commands; the summaries are in `bench/results/sweeps/`). Then every method trained with "
-                "its chosen configuration on each proxy, train.seed 0..4 (each proxy's section says how many ran).",
+                "its chosen configuration on each proxy, train.seed 0..4 (each proxy's section says how many ran); "
+                "on the proxies with at least 100 classes, with the classifier chosen below.",
                 sweep_table(results_dir)]
+    if choice_file(results_dir).exists():
+        sections.append(classifier_choice_table(choice_file(results_dir)))
     for name, proxy in PROXIES.items():
         path = tuned_file(results_dir, name)
         if not path.exists():
