@@ -24,7 +24,7 @@ import json
 import math
 from pathlib import Path
 
-from allnc_dist.config.method import METHOD_PRESETS
+from allnc_dist.config.method import MethodConfig
 from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
 from bench.tuned_study import CLASSIFIER_CHOICE_PROXY, PROXIES, SWEPT, choice_file, chosen_overrides
 
@@ -53,7 +53,7 @@ def chosen_classifier(candidates: dict[str, dict], own: str) -> str:
     return other if candidates[other]["mean"] - candidates[own]["mean"] > 2 * noise else own
 
 
-def record_choice(method: str, own: str, jobs: dict[str, AblationJob]) -> dict:
+def record_choice(own: str, jobs: dict[str, AblationJob]) -> dict:
     """Both candidates' validation aggregates (overall, Many, Medium, Few) and the choice."""
     aggregates = {classifier: json.loads((job.work / "ablation.json").read_text())["aggregates"][job.variants]
                   for classifier, job in jobs.items()}
@@ -66,7 +66,7 @@ def record_choice(method: str, own: str, jobs: dict[str, AblationJob]) -> dict:
 
 def own_classifier(method: str) -> str:
     """The classifier the method's preset uses."""
-    return METHOD_PRESETS[method].get("classifier", "linear")
+    return MethodConfig(preset=method).classifier
 
 
 def main() -> None:
@@ -91,7 +91,7 @@ def main() -> None:
     record = json.loads(path.read_text()) if path.exists() else {
         "proxy": CLASSIFIER_CHOICE_PROXY, "split": f"validation split ({VAL_PER_CLASS} images per class)",
         "metric": "acc_top1", "methods": {}}
-    record["methods"].update({m: record_choice(m, own_classifier(m), jobs[m]) for m in methods})
+    record["methods"].update({m: record_choice(own_classifier(m), jobs[m]) for m in methods})
     results_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     for m in methods:
