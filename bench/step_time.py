@@ -21,8 +21,8 @@ others. On a GPU, time is wall time between device synchronisations.
 Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape, at ResNet-50 / K = 1000 (PATH_SHAPES:
 64x64 images, batch 16, so that it runs on a CPU) and at the 1000-class proxy's small CNN: CE and AllNC's
 paper form (`allnc_paper`) with separate last stages re-balanced by sampler or by loss, and with one
-shared last stage (gbbn.shared_stage) by loss (the light path) or by sampler; and AllNC's default, the
-light path with its own losses. A step trains on B images, or 2B with the sampler's second batch; the
+shared last stage (gbbn.shared_stage) by loss (the light path) or by sampler; AllNC's default, the
+light path with its own losses; and AllNC and LA as chosen at 100 classes (one branch, cosine classifier). A step trains on B images, or 2B with the sampler's second batch; the
 ratio per image is the ratio per step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
@@ -86,6 +86,11 @@ GBBN_PATHS = {
                              "(d) one shared last stage, re-balanced by sampler"),
     "allnc_default": (["method.preset=allnc"],
                       "(e) AllNC's default: path (c) with LA, contrastive P2P and no HyCon"),
+    # What the choices at 100 classes (bench/validation_choice.py) train at 100 and 1000 classes.
+    "allnc_chosen_large": (["method.preset=allnc", "method.gbbn.enabled=false", "method.classifier=cosine"],
+                           "(f) AllNC as chosen at >= 100 classes: (e) on one branch, cosine classifier"),
+    "la_cosine": (["method.preset=la", "method.classifier=cosine"],
+                  "(g) LA with the cosine classifier, as chosen at >= 100 classes"),
 }
 # name -> (model overrides, image shape, batch, K), as SHAPES; ResNet-50 at a CPU-sized batch and image.
 PATH_SHAPES = {

@@ -15,9 +15,9 @@ budget and the same learning-rate / weight-decay search for every method:
 (On 2 busy cores a trial's Ray Train worker can take longer than Ray's default 60 s to start, and
 the trial then retries in a loop; the variable gives it 15 minutes.)
 
-The 10-class sweeps cannot judge the classifier, so `python -m bench.classifier_choice` then picks each
-swept method's classifier (linear or cosine) on 100-class synthetic-LT's validation split; the proxies
-with at least 100 classes train each method with it.
+The 10-class sweeps cannot judge some knobs (KNOBS: the classifier, AllNC's branches), so
+`python -m bench.validation_choice` then picks their values on 100-class synthetic-LT's validation
+split; the proxies with at least 100 classes train each method with them.
 
 This script copies each sweep's summary.md and best.json to bench/results/sweeps/, then trains each
 method's chosen configuration on each proxy of PROXIES with train.seed 0..4 and writes
@@ -33,10 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from allnc_dist.config import load_config
+from allnc_dist.config import MethodConfig, RunConfig, load_config
 from allnc_dist.sweep.spec import load_sweep
 from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
 
@@ -44,15 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SWEPT = ("la", "ldam_drw", "bbn", "allnc")
 # Runs that isolate where a method's chosen configuration gains or loses: each is a method of the
-# study (its preset, sweep choice and chosen classifier) plus these overrides. AllNC without its
-# auxiliary losses (the bilateral network alone) and without the bilateral network (the losses on one
-# branch); the three parts LDAM-DRW differs from LA by at K = 1000 (the cosine classifier, on LA and on
-# AllNC; DRW); and LA, AllNC and BBN with the linear classifier. On a proxy where the base method already
-# runs with the overrides (the classifier chosen there) an isolation run would repeat it, and the study
-# leaves it out.
+# study (its preset, sweep choice and chosen values of KNOBS) plus these overrides. AllNC's bilateral
+# network without the auxiliary losses (GBBN alone, also where the choice dropped GBBN); AllNC without
+# the bilateral network (the losses on one branch) and with it; the three parts LDAM-DRW differs from
+# LA by at K = 1000 (the cosine classifier, on LA and on AllNC; DRW); and LA, AllNC and BBN with the
+# linear classifier. On a proxy where the base method already runs with the overrides (a value chosen
+# there) an isolation run would repeat it, and the study leaves it out.
 ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
-    "allnc_without_aux": ("allnc", ("method.hycon.weight=0", "method.p2p.weight=0")),
+    "allnc_without_aux": ("allnc", ("method.gbbn.enabled=true", "method.hycon.weight=0", "method.p2p.weight=0")),
     "allnc_one_branch": ("allnc", ("method.gbbn.enabled=false",)),
+    "allnc_two_branches": ("allnc", ("method.gbbn.enabled=true",)),
     "allnc_cosine": ("allnc", ("method.classifier=cosine",)),
     "la_cosine": ("la", ("method.classifier=cosine",)),
     "allnc_linear": ("allnc", ("method.classifier=linear",)),
@@ -63,8 +65,33 @@ ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
 METHODS = ("ce", *SWEPT, *ISOLATION)
 SWEEP_SPECS = ROOT / "jobs" / "configs" / "sweeps" / "study"
 OVERRIDES_FILE = "overrides.json"
-# bench/classifier_choice.py chooses each swept method's classifier on this proxy's validation split.
-CLASSIFIER_CHOICE_PROXY = "synthetic100_small"
+# bench/validation_choice.py chooses the knobs of KNOBS on this proxy's validation split.
+CHOICE_PROXY = "synthetic100_small"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A method knob the 10-class sweeps could not judge. bench/validation_choice.py chooses its value for
+    each of `methods` on CHOICE_PROXY's validation split, with the knobs before it in KNOBS already chosen;
+    the proxies with at least 100 classes then train each method with its choices."""
+    about: str  # what the knob is, for the docs
+    values: dict[str, str]  # value -> the override that sets it
+    methods: tuple[str, ...]
+    value_of: Callable[[MethodConfig], str]  # the value a method configuration has
+    seeds: int  # train.seed 0..seeds-1 for each value
+
+
+KNOBS = {
+    "classifier": Knob("`method.classifier` (linear or cosine)",
+                       {"linear": "method.classifier=linear", "cosine": "method.classifier=cosine"}, SWEPT,
+                       lambda method: method.classifier, 2),
+    # Searched after the 1000-class isolation runs (test split) showed AllNC without GBBN at or above LA on
+    # overall and Few accuracy, and AllNC with it 4 points below on Few; the choice itself sees only the
+    # 100-class validation split.
+    "branches": Knob("`method.gbbn.enabled` (AllNC's two GBBN branches, or its losses on one branch)",
+                     {"two": "method.gbbn.enabled=true", "one": "method.gbbn.enabled=false"}, ("allnc",),
+                     lambda method: "two" if method.gbbn.enabled else "one", 3),
+}
 
 
 @dataclass(frozen=True)
@@ -73,9 +100,9 @@ class Proxy:
     title: str
     overrides: tuple[str, ...]  # the proxy's recipe on top of its config
     tuned_optimiser: bool  # the sweeps ran here: the chosen lr and weight decay apply
-    # >= 100 classes: each method trains with the classifier chosen on CLASSIFIER_CHOICE_PROXY's validation
-    # split (bench/classifier_choice.py), which the 10-class sweeps could not judge.
-    takes_classifier_choice: bool = False
+    # >= 100 classes: each method trains with the values of KNOBS chosen on CHOICE_PROXY's validation split
+    # (bench/validation_choice.py), which the 10-class sweeps could not judge.
+    takes_choices: bool = False
 
 
 PROXIES = {
@@ -107,16 +134,16 @@ def best_file(results_dir: Path, method: str) -> Path:
     return results_dir / "sweeps" / f"digits_{method}_best.json"
 
 
-def choice_file(results_dir: Path) -> Path:
-    """bench/classifier_choice.py's record: both classifiers' validation accuracy and the choice per method."""
-    return results_dir / "classifier_choice.json"
+def choice_file(results_dir: Path, knob: str) -> Path:
+    """bench/validation_choice.py's record of one knob: each value's validation accuracy and the choice per method."""
+    return results_dir / f"{knob}_choice.json"
 
 
-def classifier_override(method: str, results_dir: Path) -> tuple[str, ...]:
-    """The override of the method's chosen classifier; none before the choice has run for it."""
-    path = choice_file(results_dir)
+def knob_override(method: str, knob: str, results_dir: Path) -> tuple[str, ...]:
+    """The override of the knob's value chosen for the method; none before the choice has run for it."""
+    path = choice_file(results_dir, knob)
     choice = json.loads(path.read_text())["methods"].get(method) if path.exists() else None
-    return (f"method.classifier={choice['chosen']}",) if choice else ()
+    return (KNOBS[knob].values[choice["chosen"]],) if choice else ()
 
 
 def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
@@ -130,23 +157,28 @@ def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
             shutil.copyfile(folder / "summary.md", target / f"digits_{method}_summary.md")
 
 
-def chosen_overrides(method: str, proxy: Proxy, results_dir: Path, classifier_choice: bool = True
+def chosen_overrides(method: str, proxy: Proxy, results_dir: Path, knobs: tuple[str, ...] = tuple(KNOBS)
                      ) -> tuple[str, ...]:
     """The method's preset and fixed sweep overrides, then its sweep's best knobs (without lr and weight
-    decay where the proxy keeps its own recipe), then its chosen classifier where the proxy takes it
-    (`classifier_choice=False` leaves it out). A method without a finished sweep runs its preset."""
+    decay where the proxy keeps its own recipe), then its values of `knobs` where the proxy takes the
+    choices. A method without a finished sweep runs its preset."""
     if method in ISOLATION:
         base, extra = ISOLATION[method]
-        return (*chosen_overrides(base, proxy, results_dir, classifier_choice), *extra)
+        return (*chosen_overrides(base, proxy, results_dir, knobs), *extra)
     if method not in SWEPT:
         return (f"method.preset={method}",)
     spec = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml")
     fixed = [o for o in spec.overrides if o.startswith("method.")]
     best_path = best_file(results_dir, method)
     best = json.loads(best_path.read_text()) if best_path.exists() else None
-    knobs = best["overrides"] if best else []
-    classifier = classifier_override(method, results_dir) if classifier_choice and proxy.takes_classifier_choice else ()
-    return (*fixed, *(o for o in knobs if proxy.tuned_optimiser or not o.startswith("optim.")), *classifier)
+    sweep_knobs = best["overrides"] if best else []
+    choices = [o for knob in knobs for o in knob_override(method, knob, results_dir)] if proxy.takes_choices else []
+    return (*fixed, *(o for o in sweep_knobs if proxy.tuned_optimiser or not o.startswith("optim.")), *choices)
+
+
+def run_config(proxy: Proxy, overrides: tuple[str, ...] | list[str]) -> RunConfig:
+    """The configuration the overrides give on the proxy's job config."""
+    return load_config(ROOT / "jobs" / "configs" / f"{proxy.config}.yaml", list(overrides))
 
 
 def isolates(method: str, proxy: Proxy, results_dir: Path) -> bool:
@@ -154,17 +186,21 @@ def isolates(method: str, proxy: Proxy, results_dir: Path) -> bool:
     section comes out as its base method's would train the base again."""
     if method not in ISOLATION:
         return True
-    config = ROOT / "jobs" / "configs" / f"{proxy.config}.yaml"
-    base = load_config(config, list(chosen_overrides(ISOLATION[method][0], proxy, results_dir))).method
-    return load_config(config, list(chosen_overrides(method, proxy, results_dir))).method != base
+    base = run_config(proxy, chosen_overrides(ISOLATION[method][0], proxy, results_dir)).method
+    return run_config(proxy, chosen_overrides(method, proxy, results_dir)).method != base
+
+
+def job_overrides(proxy_name: str, method: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
+    """What the method trains with on the proxy: the proxy's recipe, then the method's chosen overrides."""
+    proxy = PROXIES[proxy_name]
+    return (*(SMOKE_OVERRIDES if smoke else proxy.overrides), *chosen_overrides(method, proxy, results_dir))
 
 
 def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir: Path,
                smoke: bool) -> list[AblationJob]:
     proxy = PROXIES[proxy_name]
-    recipe = SMOKE_OVERRIDES if smoke else proxy.overrides
     return [AblationJob(proxy.config, work_root / f"tuned_{proxy_name}" / method, variant(method),
-                        (*recipe, *chosen_overrides(method, proxy, results_dir)))
+                        job_overrides(proxy_name, method, results_dir, smoke))
             for method in methods if isolates(method, proxy, results_dir)]
 
 
@@ -181,10 +217,10 @@ def run_tuned(jobs: list[AblationJob], seeds: int) -> None:
     run_ablations(jobs, seeds)
 
 
-def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path) -> None:
+def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path, smoke: bool = False) -> None:
     """One JSON per proxy: the overrides, seeds and aggregates of each method that has run on it. Left
-    out: an isolation run that repeats its base method there, and runs made before the method's choice
-    changed (their recorded overrides do not end with the current ones: train them again)."""
+    out: an isolation run that repeats its base method there, and runs made before the method's choices
+    changed (their recorded overrides give another configuration than the study's now: train them again)."""
     methods = {}
     proxy = PROXIES[proxy_name]
     for method in METHODS:
@@ -192,9 +228,9 @@ def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path) -> None:
         if not (work / "ablation.json").exists() or not isolates(method, proxy, results_dir):
             continue
         overrides = json.loads((work / OVERRIDES_FILE).read_text())
-        chosen = list(chosen_overrides(method, proxy, results_dir))
-        if overrides[len(overrides) - len(chosen):] != chosen:
-            print(f"left out of {proxy_name}: {work} ran {overrides}, before the current choice {chosen}")
+        current = job_overrides(proxy_name, method, results_dir, smoke)
+        if run_config(proxy, overrides) != run_config(proxy, current):
+            print(f"left out of {proxy_name}: {work} ran {overrides}, before the current choice {list(current)}")
             continue
         data, name = json.loads((work / "ablation.json").read_text()), variant(method)
         methods[method] = {"overrides": overrides, "epochs": data["epochs"], "seeds": len(data["runs"][name]),
@@ -223,7 +259,7 @@ def main() -> None:
     collect_sweeps(args.sweeps, results_dir)
     for name in proxies:
         run_tuned(tuned_jobs(name, methods, work_root, results_dir, args.smoke), 1 if args.smoke else args.seeds)
-        collect_proxy(name, work_root, results_dir)
+        collect_proxy(name, work_root, results_dir, args.smoke)
         print(f"wrote {tuned_file(results_dir, name)}")
 
 

@@ -14,9 +14,9 @@ import yaml
 from allnc_dist.engine.evaluate import Outputs
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
-from bench.classifier_choice import chosen_classifier
 from bench.posthoc_shift import shifted_accuracies
 from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates
+from bench.validation_choice import chosen_value
 from tests.bench_run import ROOT, publish, run_bench
 
 SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
@@ -98,53 +98,74 @@ def test_the_post_hoc_shift_moves_decisions_towards_the_rare_class() -> None:
     assert accuracies[1.0] == pytest.approx({"top1": 200 / 3, "many": 50.0, "few": 100.0})
 
 
-def test_the_acceptance_gives_a_verdict_only_over_five_seeds() -> None:
+def test_the_acceptance_gives_a_verdict_only_where_allnc_and_the_best_baseline_have_five_seeds() -> None:
     from bench.publish.study import acceptance
 
-    def method(overall: float, few: float) -> dict:
-        return {"aggregates": {"acc_top1": {"mean": overall}, "acc_few": {"mean": few}}}
+    def method(overall: float, few: float, seeds: int = 5) -> dict:
+        return {"seeds": seeds, "aggregates": {"acc_top1": {"mean": overall}, "acc_few": {"mean": few}}}
 
     methods = {"ce": method(60.0, 30.0), "la": method(70.0, 50.0), "allnc": method(71.0, 45.0)}
-    assert acceptance(methods, 5) == [
+    assert acceptance(methods) == [
         "- overall: AllNC 71.0 %, best baseline LA 70.0 % (AllNC +1.0 points: met).",
         "- Few: AllNC 45.0 %, best baseline LA 50.0 % (AllNC -5.0 points: not met)."]
-    assert all("1 seed(s), no verdict: the acceptance needs 5" in line for line in acceptance(methods, 1))
+    assert all("1 seed(s), no verdict: the acceptance needs 5" in line
+               for line in acceptance({**methods, "allnc": method(71.0, 45.0, 1)}))
+    # The best baseline short of seeds: no verdict. Another one short of seeds: named beside the verdict.
+    assert "3 seed(s), no verdict" in acceptance({**methods, "la": method(70.0, 50.0, 3)})[0]
+    lines = acceptance({**methods, "ce": method(60.0, 30.0, 2)})
+    assert "(AllNC +1.0 points: met)" in lines[0]
+    assert lines[-1] == "- Baselines with fewer than 5 seeds, compared by their mean so far: CE (2)."
 
 
-def test_smoke_classifier_choice_ranks_on_the_validation_split_and_the_large_proxies_take_it(tmp_path: Path) -> None:
+def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxies_take_them(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    printed = run_bench("classifier_choice", "--smoke", "--methods", "la", "--out", out).stdout
-    record = json.loads((out / "classifier_choice.json").read_text())
-    la = record["methods"]["la"]
-    scores = {classifier: la["validation"][classifier]["top1"] for classifier in ("linear", "cosine")}
-    assert la["own"] == "linear" and la["chosen"] == chosen_classifier(scores, "linear")
-    assert f"la: {la['chosen']}" in printed
-    for classifier in ("linear", "cosine"):
-        run_config = yaml.safe_load((out / "runs" / "classifier_choice" / "la" / classifier / "la" / "seed0"
-                                     / "config.yaml").read_text())
-        assert run_config["method"]["classifier"] == classifier and run_config["method"]["loss"] == "la"
-        # Ranked on the validation split, never the test split.
-        assert run_config["train"]["eval_split"] == "val" and run_config["data"]["val_per_class"] == 20
+    printed = run_bench("validation_choice", "--smoke", "--methods", "allnc", "--out", out).stdout
+    classifier = json.loads((out / "classifier_choice.json").read_text())["methods"]["allnc"]
+    branches = json.loads((out / "branches_choice.json").read_text())["methods"]["allnc"]
+    scores = {value: classifier["validation"][value]["top1"] for value in ("linear", "cosine")}
+    assert classifier["own"] == "linear" and classifier["chosen"] == chosen_value(scores, "linear")
+    assert branches["own"] == "two" and f"branches, allnc: {branches['chosen']}" in printed
 
-    # The 100-class proxy trains LA with the chosen classifier; digits-LT (10 classes) keeps its own.
-    run_bench("tuned_study", "--smoke", "--proxies", "synthetic100_small", "--methods", "la", "--out", out)
-    study_config = yaml.safe_load((out / "runs" / "tuned_synthetic100_small" / "la" / "la" / "seed0" / "config.yaml")
-                                  .read_text())
-    assert study_config["method"]["classifier"] == la["chosen"] and study_config["train"]["eval_split"] == "test"
-    assert not any(o.startswith("method.classifier") for o in chosen_overrides("la", PROXIES["digits_lt"], out))
+    def run_config(knob: str, value: str) -> dict:
+        return yaml.safe_load((out / "runs" / f"{knob}_choice" / "allnc" / value / "allnc" / "seed0"
+                               / "config.yaml").read_text())
+
+    for value in ("linear", "cosine"):
+        assert run_config("classifier", value)["method"]["classifier"] == value
+    for value, enabled in (("two", True), ("one", False)):
+        # The branches are chosen with the classifier already chosen.
+        method = run_config("branches", value)["method"]
+        assert method["gbbn"]["enabled"] is enabled and method["classifier"] == classifier["chosen"]
+    for knob, value in (("classifier", "linear"), ("branches", "one")):
+        # Ranked on the validation split, never the test split.
+        config = run_config(knob, value)
+        assert config["train"]["eval_split"] == "val" and config["data"]["val_per_class"] == 20
+
+    # The 100-class proxy trains AllNC with both choices; digits-LT (10 classes) keeps its own values.
+    run_bench("tuned_study", "--smoke", "--proxies", "synthetic100_small", "--methods", "allnc", "--out", out)
+    study = yaml.safe_load((out / "runs" / "tuned_synthetic100_small" / "allnc" / "allnc" / "seed0" / "config.yaml")
+                           .read_text())
+    assert study["method"]["classifier"] == classifier["chosen"] and study["train"]["eval_split"] == "test"
+    assert study["method"]["gbbn"]["enabled"] is (branches["chosen"] == "two")
+    assert not any(o.startswith(("method.classifier", "method.gbbn.enabled"))
+                   for o in chosen_overrides("allnc", PROXIES["digits_lt"], out))
     publish(out, out, "RESULTS.md")
     page = (out / "RESULTS.md").read_text()
-    assert f"| LA | 1 | {la['validation']['linear']['top1']['mean']:.1f} / " in page and f"**{la['chosen']}** |" in page
+    linear = " / ".join(f"{classifier['validation']['linear'][split]['mean']:.1f}" for split in ("top1", "many"))
+    assert f"| AllNC | 1 | {linear} / " in page and f"| two: overall / Many / Medium / Few (%) |" in page
+    assert f"| linear | **{classifier['chosen']}** |" in page and f"| two | **{branches['chosen']}** |" in page
 
-    # Once the choice changes, the runs made before it are not the method's any more: left out, not mislabelled.
-    other = "linear" if la["chosen"] == "cosine" else "cosine"
-    record["methods"]["la"]["chosen"] = other
-    (out / "classifier_choice.json").write_text(json.dumps(record))
-    collect_proxy("synthetic100_small", out / "runs", out)
-    assert "la" not in json.loads((out / "tuned_synthetic100_small.json").read_text())["methods"]
+    # Once a choice changes, the runs made before it are not the method's any more: left out, not mislabelled.
+    collect_proxy("synthetic100_small", out / "runs", out, smoke=True)
+    assert "allnc" in json.loads((out / "tuned_synthetic100_small.json").read_text())["methods"]
+    record = json.loads((out / "branches_choice.json").read_text())
+    record["methods"]["allnc"]["chosen"] = "one" if branches["chosen"] == "two" else "two"
+    (out / "branches_choice.json").write_text(json.dumps(record))
+    collect_proxy("synthetic100_small", out / "runs", out, smoke=True)
+    assert "allnc" not in json.loads((out / "tuned_synthetic100_small.json").read_text())["methods"]
 
 
-def test_the_classifier_choice_switches_only_when_the_other_wins_by_more_than_the_seed_noise() -> None:
+def test_a_choice_switches_only_when_another_value_wins_by_more_than_the_seed_noise() -> None:
     def seeds(*accuracies: float) -> dict:
         mean = sum(accuracies) / len(accuracies)
         n = len(accuracies)
@@ -153,11 +174,13 @@ def test_the_classifier_choice_switches_only_when_the_other_wins_by_more_than_th
 
     # LA on synthetic-100: cosine 33.0 / 32.3 against linear 27.6 / 27.8. The standard error of the
     # difference is sqrt(0.495^2 / 2 + 0.141^2 / 2) = 0.364, and 4.95 > 2 * 0.364: switch.
-    assert chosen_classifier({"linear": seeds(27.6, 27.8), "cosine": seeds(33.0, 32.3)}, "linear") == "cosine"
+    assert chosen_value({"linear": seeds(27.6, 27.8), "cosine": seeds(33.0, 32.3)}, "linear") == "cosine"
     # LDAM-DRW: linear 27.9 / 29.3 against its own cosine 28.4 / 28.4. 0.2 < 2 * sqrt(0.99^2 / 2) = 1.4: keep.
-    assert chosen_classifier({"linear": seeds(27.9, 29.3), "cosine": seeds(28.4, 28.4)}, "cosine") == "cosine"
-    assert chosen_classifier({"linear": seeds(30.0), "cosine": seeds(30.5)}, "linear") == "cosine"
-    assert chosen_classifier({"linear": seeds(30.0), "cosine": seeds(30.0)}, "cosine") == "cosine"
+    assert chosen_value({"linear": seeds(27.9, 29.3), "cosine": seeds(28.4, 28.4)}, "cosine") == "cosine"
+    assert chosen_value({"linear": seeds(30.0), "cosine": seeds(30.5)}, "linear") == "cosine"
+    assert chosen_value({"linear": seeds(30.0), "cosine": seeds(30.0)}, "cosine") == "cosine"
+    # Of three values, two beat the own one beyond the noise: the higher mean wins.
+    assert chosen_value({"a": seeds(20.0), "b": seeds(25.0), "c": seeds(24.0)}, "a") == "b"
 
 
 def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tmp_path: Path) -> None:
@@ -167,3 +190,7 @@ def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tm
     assert not isolates("la_cosine", large, tmp_path) and isolates("la_linear", large, tmp_path)
     assert isolates("la_cosine", small, tmp_path) and not isolates("la_linear", small, tmp_path)
     assert isolates("la", large, tmp_path) and isolates("ldam_without_drw", large, tmp_path)
+    # AllNC with one branch chosen at 100 classes: the isolation run is the one with GBBN, not without.
+    (tmp_path / "branches_choice.json").write_text(json.dumps({"methods": {"allnc": {"chosen": "one"}}}))
+    assert not isolates("allnc_one_branch", large, tmp_path) and isolates("allnc_two_branches", large, tmp_path)
+    assert isolates("allnc_one_branch", small, tmp_path) and not isolates("allnc_two_branches", small, tmp_path)

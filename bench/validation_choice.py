@@ -1,0 +1,118 @@
+"""Issue 13's choices at 100 classes: the knobs the 10-class sweeps could not judge, on a validation split.
+
+For each knob of KNOBS in turn (bench/tuned_study.py: the classifier, then AllNC's branches), each of the
+knob's methods trains its configuration so far with every value of the knob on synthetic-100, and the
+values are ranked on its validation split (never the test split).
+
+    python -m bench.validation_choice                         # every knob: 16 + 6 runs, about 35 minutes here
+    python -m bench.validation_choice --knobs branches        # one knob (the ones before it must have run)
+    python -m bench.validation_choice --smoke --out /tmp/choice   # tiny version, for the tests
+
+The digits-LT sweeps had 10 classes, and the study's test splits showed the classifier and AllNC's
+bilateral network deciding the Few classes at 100 and 1000 classes. This is the search over those
+knobs, on a validation split with 100 classes (data.val_per_class images per class, drawn apart from
+the training and test splits), with the same budget for every method: each value trains with train.seed
+0..N-1 (N: the knob's `seeds`), and a method keeps its own value unless another's mean validation
+accuracy (the sweeps' metric) is higher by more than two standard errors of the difference, the seed
+noise. bench/results/<knob>_choice.json records every value and the choice; the study's proxies with at
+least 100 classes then train each method with its choices (bench/tuned_study.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
+from bench.tuned_study import CHOICE_PROXY, KNOBS, PROXIES, choice_file, chosen_overrides, run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL_PER_CLASS = 20
+VALIDATION_SPLIT = (f"data.val_per_class={VAL_PER_CLASS}", "train.eval_split=val")
+SPLITS = ("top1", "many", "medium", "few")
+
+
+def base_overrides(knob: str, method: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
+    """The validation run's recipe and the method's configuration with the knobs before `knob` chosen."""
+    proxy = PROXIES[CHOICE_PROXY]
+    earlier = tuple(KNOBS)[:tuple(KNOBS).index(knob)]
+    return (*(SMOKE_OVERRIDES if smoke else proxy.overrides), *VALIDATION_SPLIT,
+            *chosen_overrides(method, proxy, results_dir, earlier))
+
+
+def candidate_jobs(knob: str, method: str, base: tuple[str, ...], work_root: Path) -> dict[str, AblationJob]:
+    """value -> the job that trains the method's configuration with it on the validation split."""
+    work = work_root / f"{knob}_choice" / method
+    return {value: AblationJob(CHOICE_PROXY, work / value, method, (*base, override))
+            for value, override in KNOBS[knob].values.items()}
+
+
+def chosen_value(candidates: dict[str, dict], own: str) -> str:
+    """The method's own value, unless another's mean is higher by more than two standard errors of the
+    difference (the highest such mean, if several are). `candidates`: value -> {"mean", "std", "n"} over
+    seeds (one seed: no std, and any gain decides)."""
+    def wins(value: str) -> bool:
+        noise = math.sqrt(sum((c["std"] or 0.0) ** 2 / c["n"] for c in (candidates[value], candidates[own])))
+        return candidates[value]["mean"] - candidates[own]["mean"] > 2 * noise
+
+    winners = [value for value in candidates if value != own and wins(value)]
+    return max(winners, key=lambda value: candidates[value]["mean"]) if winners else own
+
+
+def record_choice(own: str, base: tuple[str, ...], jobs: dict[str, AblationJob]) -> dict:
+    """Every value's validation aggregates (overall, Many, Medium, Few) and the choice."""
+    aggregates = {value: json.loads((job.work / "ablation.json").read_text())["aggregates"][job.variants]
+                  for value, job in jobs.items()}
+    top1 = {value: agg["acc_top1"] for value, agg in aggregates.items()}
+    return {"own": own, "chosen": chosen_value(top1, own), "overrides": list(base),
+            "seeds": min(score["n"] for score in top1.values()),
+            "validation": {value: {split: agg[f"acc_{split}"] for split in SPLITS}
+                           for value, agg in aggregates.items()}}
+
+
+def choose(knob: str, methods: list[str], seeds: int, work_root: Path, results_dir: Path, smoke: bool) -> Path:
+    """Train every value of the knob for each method, then write the knob's record."""
+    bases = {m: base_overrides(knob, m, results_dir, smoke) for m in methods}
+    jobs = {m: candidate_jobs(knob, m, bases[m], work_root) for m in methods}
+    run_ablations([job for candidates in jobs.values() for job in candidates.values()], seeds)
+    path = choice_file(results_dir, knob)
+    record = {"knob": knob, "proxy": CHOICE_PROXY, "split": f"validation split ({VAL_PER_CLASS} images per class)",
+              "metric": "acc_top1", "methods": json.loads(path.read_text())["methods"] if path.exists() else {}}
+    for m in methods:
+        own = KNOBS[knob].value_of(run_config(PROXIES[CHOICE_PROXY], bases[m]).method)
+        record["methods"][m] = record_choice(own, bases[m], jobs[m])
+        scores = ", ".join(f"{value} {v['top1']['mean']:.1f}" for value, v in record["methods"][m]["validation"].items())
+        print(f"{knob}, {m}: {record['methods'][m]['chosen']} (validation accuracy: {scores})")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--knobs", default=",".join(KNOBS), help=f"comma-separated subset of {', '.join(KNOBS)}, "
+                        "chosen in this order")
+    parser.add_argument("--methods", help="comma-separated subset of each knob's methods (default: all of them)")
+    parser.add_argument("--seeds", type=int, help="seeds per value (default: the knob's own)")
+    parser.add_argument("--smoke", action="store_true", help="1 epoch, 1 seed")
+    parser.add_argument("--out", type=Path, help="folder for the JSON and the runs (default: the repo's)")
+    args = parser.parse_args()
+    results_dir, work_root = ((ROOT / "bench" / "results", ROOT / "runs" / "results") if args.out is None
+                              else (args.out, args.out / "runs"))
+    knobs = args.knobs.split(",")
+    every_method = {m for knob in KNOBS.values() for m in knob.methods}
+    wanted = args.methods.split(",") if args.methods else sorted(every_method)
+    unknown = [k for k in knobs if k not in KNOBS] + [m for m in wanted if m not in every_method]
+    if unknown:
+        raise SystemExit(f"unknown knob or method {', '.join(unknown)}: knobs are {', '.join(KNOBS)}; "
+                         f"methods are {', '.join(sorted(every_method))}")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for knob in sorted(knobs, key=tuple(KNOBS).index):
+        methods = [m for m in KNOBS[knob].methods if m in wanted]
+        seeds = 1 if args.smoke else args.seeds or KNOBS[knob].seeds
+        print(f"wrote {choose(knob, methods, seeds, work_root, results_dir, args.smoke)}")
+
+
+if __name__ == "__main__":
+    main()
