@@ -190,10 +190,15 @@ def isolates(method: str, proxy: Proxy, results_dir: Path) -> bool:
     return run_config(proxy, chosen_overrides(method, proxy, results_dir)).method != base
 
 
+def recipe(proxy: Proxy, smoke: bool) -> tuple[str, ...]:
+    """The proxy's training recipe, or the tests' tiny one."""
+    return SMOKE_OVERRIDES if smoke else proxy.overrides
+
+
 def job_overrides(proxy_name: str, method: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
     """What the method trains with on the proxy: the proxy's recipe, then the method's chosen overrides."""
     proxy = PROXIES[proxy_name]
-    return (*(SMOKE_OVERRIDES if smoke else proxy.overrides), *chosen_overrides(method, proxy, results_dir))
+    return (*recipe(proxy, smoke), *chosen_overrides(method, proxy, results_dir))
 
 
 def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir: Path,

@@ -25,8 +25,8 @@ import json
 import math
 from pathlib import Path
 
-from bench.ablation_jobs import SMOKE_OVERRIDES, AblationJob, run_ablations
-from bench.tuned_study import CHOICE_PROXY, KNOBS, PROXIES, choice_file, chosen_overrides, run_config
+from bench.ablation_jobs import AblationJob, run_ablations
+from bench.tuned_study import CHOICE_PROXY, KNOBS, PROXIES, choice_file, chosen_overrides, recipe, run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_PER_CLASS = 20
@@ -38,8 +38,7 @@ def base_overrides(knob: str, method: str, results_dir: Path, smoke: bool) -> tu
     """The validation run's recipe and the method's configuration with the knobs before `knob` chosen."""
     proxy = PROXIES[CHOICE_PROXY]
     earlier = tuple(KNOBS)[:tuple(KNOBS).index(knob)]
-    return (*(SMOKE_OVERRIDES if smoke else proxy.overrides), *VALIDATION_SPLIT,
-            *chosen_overrides(method, proxy, results_dir, earlier))
+    return (*recipe(proxy, smoke), *VALIDATION_SPLIT, *chosen_overrides(method, proxy, results_dir, earlier))
 
 
 def candidate_jobs(knob: str, method: str, base: tuple[str, ...], work_root: Path) -> dict[str, AblationJob]:
