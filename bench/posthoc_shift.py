@@ -30,7 +30,7 @@ from allnc_dist.method.classification import log_prior
 from allnc_dist.method.network import BranchedNetwork, build_network
 from allnc_dist.metrics import accuracy_by_split, class_splits
 from allnc_dist.tracking import RunDirectory
-from bench.tuned_study import PROXIES, tuned_file, variant
+from bench.tuned_study import PROXIES, same_configuration, tuned_file, variant
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -83,6 +83,11 @@ def mean_over_seeds(per_seed: list[dict[float, dict[str, float]]]) -> dict[str, 
             for tau in per_seed[0]}
 
 
+def same_runs(recorded: list[str], study: list[str], proxy: str) -> bool:
+    """Whether a recorded entry's overrides give the configuration of the study table's runs."""
+    return bool(recorded) and same_configuration(PROXIES[proxy], recorded, study)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxy", default="synthetic1000_imagenet_lt", choices=list(PROXIES))
@@ -92,21 +97,27 @@ def main() -> None:
     work, study = args.runs / f"tuned_{args.proxy}", tuned_file(args.out, args.proxy)
     if not study.exists():
         raise SystemExit(f"{study} is missing: run `python -m bench.tuned_study --proxies {args.proxy}` first")
+    path = args.out / f"posthoc_{args.proxy}.json"
+    recorded = json.loads(path.read_text())["methods"] if path.exists() else {}
     data, results = None, {}
-    for method in json.loads(study.read_text())["methods"]:  # the study table's methods, not stale folders
+    for method, entry in json.loads(study.read_text())["methods"].items():  # the study table's, not stale folders
         runs = method_runs(work, method)
         if not runs:
+            # Without run folders here, the recorded entry stays while it is of the runs the study table shows.
+            kept = recorded.get(method)
+            if kept and same_runs(kept.get("overrides", []), entry["overrides"], args.proxy):
+                results[method] = kept
             continue
         if data is None:  # every method of a proxy trains on the same data
             data = build_data(load_config(runs[0].config_path).data)
             splits, prior_log = class_splits(data.class_counts), log_prior(data.class_counts)
         accuracies, norms = zip(*(one_seed(run, data, prior_log, splits) for run in runs))
-        results[method] = {"seeds": len(runs), "accuracy": mean_over_seeds(list(accuracies)),
+        results[method] = {"overrides": entry["overrides"], "seeds": len(runs),
+                           "accuracy": mean_over_seeds(list(accuracies)),
                            "row_norms": {name: statistics.fmean(n[name] for n in norms) for name in splits}}
         print(method, json.dumps(results[method]["accuracy"]), flush=True)
     if not results:
         raise SystemExit(f"no finished run under {work}: run `python -m bench.tuned_study --proxies {args.proxy}`")
-    path = args.out / f"posthoc_{args.proxy}.json"
     path.write_text(json.dumps({"proxy": args.proxy, "taus": list(TAUS), "methods": results}, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -15,7 +15,7 @@ budget and the same learning-rate / weight-decay search for every method:
 (On 2 busy cores a trial's Ray Train worker can take longer than Ray's default 60 s to start, and
 the trial then retries in a loop; the variable gives it 15 minutes.)
 
-The 10-class sweeps cannot judge some knobs (KNOBS: the classifier, AllNC's branches), so
+The 10-class sweeps cannot judge some knobs (KNOBS: the classifier, AllNC's branches, P2P's weight), so
 `python -m bench.validation_choice` then picks their values on 100-class synthetic-LT's validation
 split; the proxies with at least 100 classes train each method with them.
 
@@ -87,10 +87,16 @@ KNOBS = {
                        lambda method: method.classifier, 2),
     # Searched after the 1000-class isolation runs (test split) showed AllNC without GBBN at or above LA on
     # overall and Few accuracy, and AllNC with it 4 points below on Few; the choice itself sees only the
-    # 100-class validation split.
+    # 100-class validation split. 6 seeds: with 3, the margin went from 1.7 points on one machine to 0.4
+    # on another (docs/method.md, "Seeds").
     "branches": Knob("`method.gbbn.enabled` (AllNC's two GBBN branches, or its losses on one branch)",
                      {"two": "method.gbbn.enabled=true", "one": "method.gbbn.enabled=false"}, ("allnc",),
-                     lambda method: "two" if method.gbbn.enabled else "one", 3),
+                     lambda method: "two" if method.gbbn.enabled else "one", 6),
+    # P2P is the auxiliary part AllNC keeps (HyCon's sweep weight is 0), at a weight the 10-class sweep chose:
+    # searched again on a log grid around that value, with as many seeds as the branches.
+    "p2p_weight": Knob("`method.p2p.weight` (λ_p, the weight of AllNC's P2P loss)",
+                       {w: f"method.p2p.weight={w}" for w in ("0.1", "0.3", "1", "3")}, ("allnc",),
+                       lambda method: f"{method.p2p.weight:g}", 6),
 }
 
 
@@ -181,6 +187,12 @@ def run_config(proxy: Proxy, overrides: tuple[str, ...] | list[str]) -> RunConfi
     return load_config(ROOT / "jobs" / "configs" / f"{proxy.config}.yaml", list(overrides))
 
 
+def same_configuration(proxy: Proxy, overrides: list[str] | tuple[str, ...], other: list[str] | tuple[str, ...]
+                       ) -> bool:
+    """Whether two override lists give one configuration on the proxy (a record's runs against a choice)."""
+    return run_config(proxy, overrides) == run_config(proxy, other)
+
+
 def isolates(method: str, proxy: Proxy, results_dir: Path) -> bool:
     """Whether the method trains something of its own on the proxy: an isolation run whose method
     section comes out as its base method's would train the base again."""
@@ -223,25 +235,36 @@ def run_tuned(jobs: list[AblationJob], seeds: int) -> None:
 
 
 def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path, smoke: bool = False) -> None:
-    """One JSON per proxy: the overrides, seeds and aggregates of each method that has run on it. Left
-    out: an isolation run that repeats its base method there, and runs made before the method's choices
-    changed (their recorded overrides give another configuration than the study's now: train them again)."""
-    methods = {}
+    """One JSON per proxy: the overrides, seeds and aggregates of each method that has run on it. A method
+    with runs under `work_root` takes them; one without keeps its entry of the JSON already there (run folders
+    are scratch, the JSON is the record). Left out: an isolation run that repeats its base method there, and
+    runs made before the method's choices changed (their recorded overrides give another configuration than
+    the study's now: train them again)."""
     proxy = PROXIES[proxy_name]
+    path = tuned_file(results_dir, proxy_name)
+    recorded = json.loads(path.read_text())["methods"] if path.exists() else {}
+    methods = {}
     for method in METHODS:
-        work = work_root / f"tuned_{proxy_name}" / method
-        if not (work / "ablation.json").exists() or not isolates(method, proxy, results_dir):
+        entry = run_entry(work_root / f"tuned_{proxy_name}" / method, method) or recorded.get(method)
+        if entry is None or not isolates(method, proxy, results_dir):
             continue
-        overrides = json.loads((work / OVERRIDES_FILE).read_text())
         current = job_overrides(proxy_name, method, results_dir, smoke)
-        if run_config(proxy, overrides) != run_config(proxy, current):
-            print(f"left out of {proxy_name}: {work} ran {overrides}, before the current choice {list(current)}")
+        if not same_configuration(proxy, entry["overrides"], current):
+            print(f"left out of {proxy_name}: {method} ran {entry['overrides']}, before the current choice "
+                  f"{list(current)}")
             continue
-        data, name = json.loads((work / "ablation.json").read_text()), variant(method)
-        methods[method] = {"overrides": overrides, "epochs": data["epochs"], "seeds": len(data["runs"][name]),
-                           "aggregates": data["aggregates"][name]}
+        methods[method] = entry
     record = {"proxy": proxy_name, "title": proxy.title, "config": proxy.config, "methods": methods}
-    tuned_file(results_dir, proxy_name).write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_entry(work: Path, method: str) -> dict | None:
+    """A method's entry of the study's JSON from its run folder, if it has finished runs there."""
+    if not (work / "ablation.json").exists():
+        return None
+    data, name = json.loads((work / "ablation.json").read_text()), variant(method)
+    return {"overrides": json.loads((work / OVERRIDES_FILE).read_text()), "epochs": data["epochs"],
+            "seeds": len(data["runs"][name]), "aggregates": data["aggregates"][name]}
 
 
 def main() -> None:

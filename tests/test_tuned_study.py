@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import yaml
 from allnc_dist.engine.evaluate import Outputs
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
-from bench.posthoc_shift import shifted_accuracies
+from bench.posthoc_shift import same_runs, shifted_accuracies
 from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates
 from bench.validation_choice import chosen_value
 from tests.bench_run import ROOT, publish, run_bench
@@ -98,6 +99,14 @@ def test_the_post_hoc_shift_moves_decisions_towards_the_rare_class() -> None:
     assert accuracies[1.0] == pytest.approx({"top1": 200 / 3, "many": 50.0, "few": 100.0})
 
 
+def test_a_post_hoc_entry_is_kept_only_for_the_runs_the_study_table_shows() -> None:
+    study = ["method.preset=allnc", "method.classifier=cosine", "method.gbbn.enabled=true"]
+    # The same configuration in other words (the preset's own value spelt out) is the same runs.
+    assert same_runs(["method.classifier=cosine", "method.preset=allnc"], study, "synthetic100_small")
+    assert not same_runs([*study, "method.gbbn.enabled=false"], study, "synthetic100_small")
+    assert not same_runs([], study, "synthetic100_small")  # recorded before entries said what ran
+
+
 def test_the_acceptance_gives_a_verdict_only_where_allnc_and_the_best_baseline_have_five_seeds() -> None:
     from bench.publish.study import acceptance
 
@@ -122,9 +131,11 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     printed = run_bench("validation_choice", "--smoke", "--methods", "allnc", "--out", out).stdout
     classifier = json.loads((out / "classifier_choice.json").read_text())["methods"]["allnc"]
     branches = json.loads((out / "branches_choice.json").read_text())["methods"]["allnc"]
+    p2p = json.loads((out / "p2p_weight_choice.json").read_text())["methods"]["allnc"]
     scores = {value: classifier["validation"][value]["top1"] for value in ("linear", "cosine")}
     assert classifier["own"] == "linear" and classifier["chosen"] == chosen_value(scores, "linear")
     assert branches["own"] == "two" and f"branches, allnc: {branches['chosen']}" in printed
+    assert p2p["own"] == "1" and f"p2p_weight, allnc: {p2p['chosen']}" in printed
 
     def run_config(knob: str, value: str) -> dict:
         return yaml.safe_load((out / "runs" / f"{knob}_choice" / "allnc" / value / "allnc" / "seed0"
@@ -136,18 +147,24 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
         # The branches are chosen with the classifier already chosen.
         method = run_config("branches", value)["method"]
         assert method["gbbn"]["enabled"] is enabled and method["classifier"] == classifier["chosen"]
-    for knob, value in (("classifier", "linear"), ("branches", "one")):
+    for value in ("0.1", "3"):
+        # P2P's weight is chosen with the classifier and the branches already chosen.
+        method = run_config("p2p_weight", value)["method"]
+        assert method["p2p"]["weight"] == float(value) and method["classifier"] == classifier["chosen"]
+        assert method["gbbn"]["enabled"] is (branches["chosen"] == "two")
+    for knob, value in (("classifier", "linear"), ("branches", "one"), ("p2p_weight", "0.3")):
         # Ranked on the validation split, never the test split.
         config = run_config(knob, value)
         assert config["train"]["eval_split"] == "val" and config["data"]["val_per_class"] == 20
 
-    # The 100-class proxy trains AllNC with both choices; digits-LT (10 classes) keeps its own values.
+    # The 100-class proxy trains AllNC with every choice; digits-LT (10 classes) keeps its own values.
     run_bench("tuned_study", "--smoke", "--proxies", "synthetic100_small", "--methods", "allnc", "--out", out)
     study = yaml.safe_load((out / "runs" / "tuned_synthetic100_small" / "allnc" / "allnc" / "seed0" / "config.yaml")
                            .read_text())
     assert study["method"]["classifier"] == classifier["chosen"] and study["train"]["eval_split"] == "test"
     assert study["method"]["gbbn"]["enabled"] is (branches["chosen"] == "two")
-    assert not any(o.startswith(("method.classifier", "method.gbbn.enabled"))
+    assert study["method"]["p2p"]["weight"] == float(p2p["chosen"])
+    assert not any(o.startswith(("method.classifier", "method.gbbn.enabled", "method.p2p.weight"))
                    for o in chosen_overrides("allnc", PROXIES["digits_lt"], out))
     publish(out, out, "RESULTS.md")
     page = (out / "RESULTS.md").read_text()
@@ -155,9 +172,11 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     assert f"| AllNC | 1 | {linear} / " in page and f"| two: overall / Many / Medium / Few (%) |" in page
     assert f"| linear | **{classifier['chosen']}** |" in page and f"| two | **{branches['chosen']}** |" in page
 
-    # Once a choice changes, the runs made before it are not the method's any more: left out, not mislabelled.
+    # The JSON is the record: without the run folders, collecting again keeps the method's entry.
+    shutil.rmtree(out / "runs" / "tuned_synthetic100_small")
     collect_proxy("synthetic100_small", out / "runs", out, smoke=True)
     assert "allnc" in json.loads((out / "tuned_synthetic100_small.json").read_text())["methods"]
+    # Once a choice changes, the runs made before it are not the method's any more: left out, not mislabelled.
     record = json.loads((out / "branches_choice.json").read_text())
     record["methods"]["allnc"]["chosen"] = "one" if branches["chosen"] == "two" else "two"
     (out / "branches_choice.json").write_text(json.dumps(record))
