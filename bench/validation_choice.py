@@ -4,7 +4,7 @@ For each knob of KNOBS in turn (bench/tuned_study.py: the classifier, then AllNC
 weight), each of the knob's methods trains its configuration so far with every value of the knob on
 synthetic-100, and the values are ranked on its validation split (never the test split).
 
-    python -m bench.validation_choice                         # every knob: 16 + 12 + 24 runs, about 1 hour here
+    python -m bench.validation_choice                         # every knob: 16 + 12 + 24 runs, under an hour here
     python -m bench.validation_choice --knobs branches        # one knob (the ones before it must have run)
     python -m bench.validation_choice --smoke --out /tmp/choice   # tiny version, for the tests
 
