@@ -17,7 +17,8 @@ the trial then retries in a loop; the variable gives it 15 minutes.)
 
 The 10-class sweeps cannot judge some knobs (KNOBS: the classifier, AllNC's branches, P2P's weight), so
 `python -m bench.validation_choice` then picks their values on 100-class synthetic-LT's validation
-split; the proxies with at least 100 classes train each method with them.
+split; the proxies with at least 100 classes train each method with them, or with the values they refined
+on their own validation split (`--proxy`).
 
 This script copies each sweep's summary.md and best.json to bench/results/sweeps/, then trains each
 method's chosen configuration on each proxy of PROXIES with train.seed 0..4 and writes
@@ -65,7 +66,8 @@ ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
 METHODS = ("ce", *SWEPT, *ISOLATION)
 SWEEP_SPECS = ROOT / "jobs" / "configs" / "sweeps" / "study"
 OVERRIDES_FILE = "overrides.json"
-# bench/validation_choice.py chooses the knobs of KNOBS on this proxy's validation split.
+# bench/validation_choice.py chooses the knobs of KNOBS on this proxy's validation split (a larger proxy may
+# refine them on its own).
 CHOICE_PROXY = "synthetic100_small"
 
 
@@ -73,7 +75,8 @@ CHOICE_PROXY = "synthetic100_small"
 class Knob:
     """A method knob the 10-class sweeps could not judge. bench/validation_choice.py chooses its value for
     each of `methods` on CHOICE_PROXY's validation split, with the knobs before it in KNOBS already chosen;
-    the proxies with at least 100 classes then train each method with its choices."""
+    the proxies with at least 100 classes then train each method with its choices, or with the ones they
+    refined on their own validation split."""
     about: str  # what the knob is, for the docs
     values: dict[str, str]  # value -> the override that sets it
     methods: tuple[str, ...]
@@ -107,7 +110,7 @@ class Proxy:
     overrides: tuple[str, ...]  # the proxy's recipe on top of its config
     tuned_optimiser: bool  # the sweeps ran here: the chosen lr and weight decay apply
     # >= 100 classes: each method trains with the values of KNOBS chosen on CHOICE_PROXY's validation split
-    # (bench/validation_choice.py), which the 10-class sweeps could not judge.
+    # (bench/validation_choice.py), which the 10-class sweeps could not judge, or refined on its own.
     takes_choices: bool = False
 
 
@@ -140,16 +143,31 @@ def best_file(results_dir: Path, method: str) -> Path:
     return results_dir / "sweeps" / f"digits_{method}_best.json"
 
 
-def choice_file(results_dir: Path, knob: str) -> Path:
-    """bench/validation_choice.py's record of one knob: each value's validation accuracy and the choice per method."""
-    return results_dir / f"{knob}_choice.json"
+def choice_name(knob: str, proxy_name: str = CHOICE_PROXY) -> str:
+    """The name of a knob's validation choice on a proxy: its record's file and its runs' folder."""
+    return f"{knob}_choice" if proxy_name == CHOICE_PROXY else f"{knob}_choice_{proxy_name}"
 
 
-def knob_override(method: str, knob: str, results_dir: Path) -> tuple[str, ...]:
-    """The override of the knob's value chosen for the method; none before the choice has run for it."""
-    path = choice_file(results_dir, knob)
-    choice = json.loads(path.read_text())["methods"].get(method) if path.exists() else None
-    return (KNOBS[knob].values[choice["chosen"]],) if choice else ()
+def choice_file(results_dir: Path, knob: str, proxy_name: str = CHOICE_PROXY) -> Path:
+    """bench/validation_choice.py's record of one knob on a proxy: each value's validation accuracy and the
+    choice per method."""
+    return results_dir / f"{choice_name(knob, proxy_name)}.json"
+
+
+def knob_override(method: str, knob: str, results_dir: Path, proxy_name: str) -> tuple[str, ...]:
+    """The override of the knob's value chosen for the method on the proxy: chosen on its own validation split
+    where the choice was refined there, else on CHOICE_PROXY's; none before any choice has run for it."""
+    for name in dict.fromkeys((proxy_name, CHOICE_PROXY)):
+        path = choice_file(results_dir, knob, name)
+        choice = json.loads(path.read_text())["methods"].get(method) if path.exists() else None
+        if choice:
+            return (KNOBS[knob].values[choice["chosen"]],)
+    return ()
+
+
+def choice_overrides(method: str, proxy_name: str, results_dir: Path, knobs: tuple[str, ...]) -> tuple[str, ...]:
+    """The method's chosen values of `knobs` on the proxy, as overrides."""
+    return tuple(o for knob in knobs for o in knob_override(method, knob, results_dir, proxy_name))
 
 
 def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
@@ -163,22 +181,23 @@ def collect_sweeps(sweeps: Path, results_dir: Path) -> None:
             shutil.copyfile(folder / "summary.md", target / f"digits_{method}_summary.md")
 
 
-def chosen_overrides(method: str, proxy: Proxy, results_dir: Path, knobs: tuple[str, ...] = tuple(KNOBS)
+def chosen_overrides(method: str, proxy_name: str, results_dir: Path, knobs: tuple[str, ...] = tuple(KNOBS)
                      ) -> tuple[str, ...]:
     """The method's preset and fixed sweep overrides, then its sweep's best knobs (without lr and weight
     decay where the proxy keeps its own recipe), then its values of `knobs` where the proxy takes the
     choices. A method without a finished sweep runs its preset."""
     if method in ISOLATION:
         base, extra = ISOLATION[method]
-        return (*chosen_overrides(base, proxy, results_dir, knobs), *extra)
+        return (*chosen_overrides(base, proxy_name, results_dir, knobs), *extra)
     if method not in SWEPT:
         return (f"method.preset={method}",)
+    proxy = PROXIES[proxy_name]
     spec = load_sweep(SWEEP_SPECS / f"digits_{method}.yaml")
     fixed = [o for o in spec.overrides if o.startswith("method.")]
     best_path = best_file(results_dir, method)
     best = json.loads(best_path.read_text()) if best_path.exists() else None
     sweep_knobs = best["overrides"] if best else []
-    choices = [o for knob in knobs for o in knob_override(method, knob, results_dir)] if proxy.takes_choices else []
+    choices = choice_overrides(method, proxy_name, results_dir, knobs) if proxy.takes_choices else ()
     return (*fixed, *(o for o in sweep_knobs if proxy.tuned_optimiser or not o.startswith("optim.")), *choices)
 
 
@@ -193,13 +212,14 @@ def same_configuration(proxy: Proxy, overrides: list[str] | tuple[str, ...], oth
     return run_config(proxy, overrides) == run_config(proxy, other)
 
 
-def isolates(method: str, proxy: Proxy, results_dir: Path) -> bool:
+def isolates(method: str, proxy_name: str, results_dir: Path) -> bool:
     """Whether the method trains something of its own on the proxy: an isolation run whose method
     section comes out as its base method's would train the base again."""
     if method not in ISOLATION:
         return True
-    base = run_config(proxy, chosen_overrides(ISOLATION[method][0], proxy, results_dir)).method
-    return run_config(proxy, chosen_overrides(method, proxy, results_dir)).method != base
+    proxy = PROXIES[proxy_name]
+    base = run_config(proxy, chosen_overrides(ISOLATION[method][0], proxy_name, results_dir)).method
+    return run_config(proxy, chosen_overrides(method, proxy_name, results_dir)).method != base
 
 
 def recipe(proxy: Proxy, smoke: bool) -> tuple[str, ...]:
@@ -210,7 +230,7 @@ def recipe(proxy: Proxy, smoke: bool) -> tuple[str, ...]:
 def job_overrides(proxy_name: str, method: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
     """What the method trains with on the proxy: the proxy's recipe, then the method's chosen overrides."""
     proxy = PROXIES[proxy_name]
-    return (*recipe(proxy, smoke), *chosen_overrides(method, proxy, results_dir))
+    return (*recipe(proxy, smoke), *chosen_overrides(method, proxy_name, results_dir))
 
 
 def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir: Path,
@@ -218,7 +238,7 @@ def tuned_jobs(proxy_name: str, methods: list[str], work_root: Path, results_dir
     proxy = PROXIES[proxy_name]
     return [AblationJob(proxy.config, work_root / f"tuned_{proxy_name}" / method, variant(method),
                         job_overrides(proxy_name, method, results_dir, smoke))
-            for method in methods if isolates(method, proxy, results_dir)]
+            for method in methods if isolates(method, proxy_name, results_dir)]
 
 
 def variant(method: str) -> str:
@@ -246,7 +266,7 @@ def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path, smoke: bo
     methods = {}
     for method in METHODS:
         entry = run_entry(work_root / f"tuned_{proxy_name}" / method, method) or recorded.get(method)
-        if entry is None or not isolates(method, proxy, results_dir):
+        if entry is None or not isolates(method, proxy_name, results_dir):
             continue
         current = job_overrides(proxy_name, method, results_dir, smoke)
         if not same_configuration(proxy, entry["overrides"], current):

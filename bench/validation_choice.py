@@ -1,4 +1,4 @@
-"""Issue 13's choices at 100 classes: the knobs the 10-class sweeps could not judge, on a validation split.
+"""Issue 13's choices at 100 classes and up: the knobs the 10-class sweeps could not judge, on a validation split.
 
 For each knob of KNOBS in turn (bench/tuned_study.py: the classifier, then AllNC's branches, then P2P's
 weight), each of the knob's methods trains its configuration so far with every value of the knob on
@@ -17,6 +17,16 @@ the training and test splits), with the same budget for every method: each value
 accuracy (the sweeps' metric) is higher by more than two standard errors of the difference, the seed
 noise. bench/results/<knob>_choice.json records every value and the choice; the study's proxies with at
 least 100 classes then train each method with its choices (bench/tuned_study.py).
+
+A larger proxy can refine those choices on its own validation split, one knob at a time, starting from the
+100-class choices (each knob's own value is then the one chosen at 100 classes):
+
+    python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs branches --seeds 3
+    python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs p2p_weight --values 1 --seeds 3
+
+It writes bench/results/<knob>_choice_<proxy>.json, and that proxy alone then trains with the refined value.
+`--values` trains a subset of the knob's values (always with the method's own), where a run costs too much
+for the whole grid.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ import math
 from pathlib import Path
 
 from bench.ablation_jobs import AblationJob, run_ablations
-from bench.tuned_study import CHOICE_PROXY, KNOBS, PROXIES, choice_file, chosen_overrides, recipe, run_config
+from bench.tuned_study import (CHOICE_PROXY, KNOBS, PROXIES, choice_file, choice_name, choice_overrides,
+                               chosen_overrides, recipe, run_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_PER_CLASS = 20
@@ -35,18 +46,29 @@ VALIDATION_SPLIT = (f"data.val_per_class={VAL_PER_CLASS}", "train.eval_split=val
 SPLITS = ("top1", "many", "medium", "few")
 
 
-def base_overrides(knob: str, method: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
-    """The validation run's recipe and the method's configuration with the knobs before `knob` chosen."""
-    proxy = PROXIES[CHOICE_PROXY]
-    earlier = tuple(KNOBS)[:tuple(KNOBS).index(knob)]
-    return (*recipe(proxy, smoke), *VALIDATION_SPLIT, *chosen_overrides(method, proxy, results_dir, earlier))
+def base_overrides(knob: str, method: str, proxy_name: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
+    """The validation run's recipe and the method's configuration: the knobs before `knob` as chosen so far
+    and, on a proxy that refines CHOICE_PROXY's choices, `knob` and the knobs after it as CHOICE_PROXY chose
+    them (the configuration the refinement starts from; `knob`'s value there is then the method's own)."""
+    position = tuple(KNOBS).index(knob)
+    earlier, rest = tuple(KNOBS)[:position], tuple(KNOBS)[position:]
+    start = choice_overrides(method, CHOICE_PROXY, results_dir, rest) if proxy_name != CHOICE_PROXY else ()
+    return (*recipe(PROXIES[proxy_name], smoke), *VALIDATION_SPLIT,
+            *chosen_overrides(method, proxy_name, results_dir, earlier), *start)
 
 
-def candidate_jobs(knob: str, method: str, base: tuple[str, ...], work_root: Path) -> dict[str, AblationJob]:
-    """value -> the job that trains the method's configuration with it on the validation split."""
-    work = work_root / f"{knob}_choice" / method
-    return {value: AblationJob(CHOICE_PROXY, work / value, method, (*base, override))
-            for value, override in KNOBS[knob].values.items()}
+def candidate_jobs(knob: str, method: str, proxy_name: str, base: tuple[str, ...], values: tuple[str, ...],
+                   work_root: Path) -> dict[str, AblationJob]:
+    """value -> the job that trains the method's configuration with it on the proxy's validation split."""
+    work = work_root / choice_name(knob, proxy_name) / method
+    return {value: AblationJob(PROXIES[proxy_name].config, work / value, method, (*base, KNOBS[knob].values[value]))
+            for value in values}
+
+
+def trained_values(knob: str, own: str, values: set[str] | None) -> tuple[str, ...]:
+    """The knob's values a method trains, in KNOBS order: all of them, or `values` and its own (the one any
+    other must beat)."""
+    return tuple(v for v in KNOBS[knob].values if values is None or v in values or v == own)
 
 
 def chosen_value(candidates: dict[str, dict], own: str) -> str:
@@ -72,17 +94,20 @@ def record_choice(own: str, base: tuple[str, ...], jobs: dict[str, AblationJob])
                            for value, agg in aggregates.items()}}
 
 
-def choose(knob: str, methods: list[str], seeds: int, work_root: Path, results_dir: Path, smoke: bool) -> Path:
-    """Train every value of the knob for each method, then write the knob's record."""
-    bases = {m: base_overrides(knob, m, results_dir, smoke) for m in methods}
-    jobs = {m: candidate_jobs(knob, m, bases[m], work_root) for m in methods}
+def choose(knob: str, methods: list[str], proxy_name: str, values: set[str] | None, seeds: int, work_root: Path,
+           results_dir: Path, smoke: bool) -> Path:
+    """Train the values of the knob (all of them, or `values` and each method's own) for each method on the
+    proxy's validation split, then write the knob's record there."""
+    bases = {m: base_overrides(knob, m, proxy_name, results_dir, smoke) for m in methods}
+    owns = {m: KNOBS[knob].value_of(run_config(PROXIES[proxy_name], bases[m]).method) for m in methods}
+    jobs = {m: candidate_jobs(knob, m, proxy_name, bases[m], trained_values(knob, owns[m], values), work_root)
+            for m in methods}
     run_ablations([job for candidates in jobs.values() for job in candidates.values()], seeds)
-    path = choice_file(results_dir, knob)
-    record = {"knob": knob, "proxy": CHOICE_PROXY, "split": f"validation split ({VAL_PER_CLASS} images per class)",
+    path = choice_file(results_dir, knob, proxy_name)
+    record = {"knob": knob, "proxy": proxy_name, "split": f"validation split ({VAL_PER_CLASS} images per class)",
               "metric": "acc_top1", "methods": json.loads(path.read_text())["methods"] if path.exists() else {}}
     for m in methods:
-        own = KNOBS[knob].value_of(run_config(PROXIES[CHOICE_PROXY], bases[m]).method)
-        record["methods"][m] = record_choice(own, bases[m], jobs[m])
+        record["methods"][m] = record_choice(owns[m], bases[m], jobs[m])
         scores = ", ".join(f"{value} {v['top1']['mean']:.1f}" for value, v in record["methods"][m]["validation"].items())
         print(f"{knob}, {m}: {record['methods'][m]['chosen']} (validation accuracy: {scores})")
     path.write_text(json.dumps(record, indent=2) + "\n")
@@ -94,6 +119,10 @@ def main() -> None:
     parser.add_argument("--knobs", default=",".join(KNOBS), help=f"comma-separated subset of {', '.join(KNOBS)}, "
                         "chosen in this order")
     parser.add_argument("--methods", help="comma-separated subset of each knob's methods (default: all of them)")
+    parser.add_argument("--proxy", default=CHOICE_PROXY, help=f"the proxy whose validation split chooses (default "
+                        f"{CHOICE_PROXY}; another proxy of at least 100 classes refines {CHOICE_PROXY}'s choices)")
+    parser.add_argument("--values", help="comma-separated subset of the knob's values to train (each method's own is "
+                        "always trained; default: all of them)")
     parser.add_argument("--seeds", type=int, help="seeds per value (default: the knob's own)")
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 1 seed")
     parser.add_argument("--out", type=Path, help="folder for the JSON and the runs (default: the repo's)")
@@ -103,15 +132,21 @@ def main() -> None:
     knobs = args.knobs.split(",")
     every_method = {m for knob in KNOBS.values() for m in knob.methods}
     wanted = args.methods.split(",") if args.methods else sorted(every_method)
-    unknown = [k for k in knobs if k not in KNOBS] + [m for m in wanted if m not in every_method]
+    values = set(args.values.split(",")) if args.values else None
+    every_value = {v for knob in knobs if knob in KNOBS for v in KNOBS[knob].values}
+    unknown = ([k for k in knobs if k not in KNOBS] + [m for m in wanted if m not in every_method]
+               + sorted((values or set()) - every_value))
     if unknown:
-        raise SystemExit(f"unknown knob or method {', '.join(unknown)}: knobs are {', '.join(KNOBS)}; "
-                         f"methods are {', '.join(sorted(every_method))}")
+        raise SystemExit(f"unknown knob, method or value {', '.join(unknown)}: knobs are {', '.join(KNOBS)}; "
+                         f"methods are {', '.join(sorted(every_method))}; values are {', '.join(sorted(every_value))}")
+    if args.proxy not in PROXIES or not PROXIES[args.proxy].takes_choices:
+        raise SystemExit(f"--proxy {args.proxy}: the choices are made on a proxy that takes them, one of "
+                         f"{', '.join(name for name, proxy in PROXIES.items() if proxy.takes_choices)}")
     results_dir.mkdir(parents=True, exist_ok=True)
     for knob in sorted(knobs, key=tuple(KNOBS).index):
         methods = [m for m in KNOBS[knob].methods if m in wanted]
         seeds = 1 if args.smoke else args.seeds or KNOBS[knob].seeds
-        print(f"wrote {choose(knob, methods, seeds, work_root, results_dir, args.smoke)}")
+        print(f"wrote {choose(knob, methods, args.proxy, values, seeds, work_root, results_dir, args.smoke)}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from allnc_dist.engine.evaluate import Outputs
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
 from bench.posthoc_shift import same_runs, shifted_accuracies
-from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates
-from bench.validation_choice import chosen_value
+from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates, run_config
+from bench.validation_choice import base_overrides, chosen_value, trained_values
 from tests.bench_run import ROOT, publish, run_bench
 
 SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
@@ -165,7 +165,7 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     assert study["method"]["gbbn"]["enabled"] is (branches["chosen"] == "two")
     assert study["method"]["p2p"]["weight"] == float(p2p["chosen"])
     assert not any(o.startswith(("method.classifier", "method.gbbn.enabled", "method.p2p.weight"))
-                   for o in chosen_overrides("allnc", PROXIES["digits_lt"], out))
+                   for o in chosen_overrides("allnc", "digits_lt", out))
     publish(out, out, "RESULTS.md")
     page = (out / "RESULTS.md").read_text()
     linear = " / ".join(f"{classifier['validation']['linear'][split]['mean']:.1f}" for split in ("top1", "many"))
@@ -204,7 +204,7 @@ def test_a_choice_switches_only_when_another_value_wins_by_more_than_the_seed_no
 
 def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tmp_path: Path) -> None:
     (tmp_path / "classifier_choice.json").write_text(json.dumps({"methods": {"la": {"chosen": "cosine"}}}))
-    large, small = PROXIES["synthetic100_small"], PROXIES["digits_lt"]
+    large, small = "synthetic100_small", "digits_lt"
     # At 100 classes LA already runs with its chosen cosine classifier; at 10 it keeps its linear one.
     assert not isolates("la_cosine", large, tmp_path) and isolates("la_linear", large, tmp_path)
     assert isolates("la_cosine", small, tmp_path) and not isolates("la_linear", small, tmp_path)
@@ -213,3 +213,57 @@ def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tm
     (tmp_path / "branches_choice.json").write_text(json.dumps({"methods": {"allnc": {"chosen": "one"}}}))
     assert not isolates("allnc_one_branch", large, tmp_path) and isolates("allnc_two_branches", large, tmp_path)
     assert isolates("allnc_one_branch", small, tmp_path) and not isolates("allnc_two_branches", small, tmp_path)
+
+
+def test_a_larger_proxy_refines_the_choices_from_the_100_class_ones(tmp_path: Path) -> None:
+    def choose(file: str, value: str) -> None:
+        (tmp_path / file).write_text(json.dumps({"methods": {"allnc": {"chosen": value}}}))
+
+    def method(proxy: str, overrides: tuple[str, ...]):
+        return run_config(PROXIES[proxy], overrides).method
+
+    large = "synthetic1000_imagenet_lt"
+    choose("classifier_choice.json", "cosine")
+    choose("branches_choice.json", "two")
+    choose("p2p_weight_choice.json", "0.1")
+    # At 1000 classes the branches' refinement starts from every 100-class choice: its own value is theirs.
+    base = base_overrides("branches", "allnc", large, tmp_path, smoke=False)
+    start = method(large, base)
+    assert (start.classifier, start.gbbn.enabled, start.p2p.weight) == ("cosine", True, 0.1)
+    assert run_config(PROXIES[large], base).train.eval_split == "val"
+    # At 100 classes a knob is chosen with the earlier ones only: P2P keeps the preset's weight.
+    first = method("synthetic100_small", base_overrides("branches", "allnc", "synthetic100_small", tmp_path, False))
+    assert (first.classifier, first.gbbn.enabled, first.p2p.weight) == ("cosine", True, 1.0)
+
+    choose(f"branches_choice_{large}.json", "one")
+    # The weight's refinement takes the branches refined there, and the 100-class weight as its own.
+    start = method(large, base_overrides("p2p_weight", "allnc", large, tmp_path, smoke=False))
+    assert (start.classifier, start.gbbn.enabled, start.p2p.weight) == ("cosine", False, 0.1)
+    # The study trains each proxy with its own refinements, and the 100-class choices elsewhere.
+    assert (method(large, chosen_overrides("allnc", large, tmp_path)).gbbn.enabled,
+            method("synthetic100_small", chosen_overrides("allnc", "synthetic100_small", tmp_path)).gbbn.enabled) \
+        == (False, True)
+    assert method(large, chosen_overrides("allnc", large, tmp_path)).p2p.weight == 0.1
+
+
+def test_a_refined_choice_is_published_with_the_values_it_trained(tmp_path: Path) -> None:
+    def scores(top1: float) -> dict:
+        return {split: {"mean": top1 - offset, "std": 0.1, "n": 3}
+                for offset, split in enumerate(("top1", "many", "medium", "few"))}
+
+    entry = {"own": "0.1", "chosen": "0.1", "overrides": [], "seeds": 3,
+             "validation": {"0.1": scores(36.5), "1": scores(36.2)}}
+    (tmp_path / "p2p_weight_choice_synthetic1000_imagenet_lt.json").write_text(json.dumps(
+        {"knob": "p2p_weight", "proxy": "synthetic1000_imagenet_lt", "split": "validation split (20 images per class)",
+         "metric": "acc_top1", "methods": {"allnc": entry}}))
+    publish(tmp_path, tmp_path, "RESULTS.md")
+    page = (tmp_path / "RESULTS.md").read_text()
+    assert "`python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs p2p_weight` refines" in page
+    assert "| AllNC | 3 | 36.5 / 35.5 / 34.5 / 33.5 | 36.2 / 35.2 / 34.2 / 33.2 | 0.1 | **0.1** |" in page
+    assert "0.3: overall" not in page
+
+
+def test_a_subset_of_values_always_trains_the_method_s_own() -> None:
+    assert trained_values("p2p_weight", "0.1", {"1"}) == ("0.1", "1")
+    assert trained_values("p2p_weight", "1", None) == ("0.1", "0.3", "1", "3")
+    assert trained_values("branches", "one", {"one", "two"}) == ("two", "one")

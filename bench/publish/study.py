@@ -40,21 +40,30 @@ def sweep_table(results_dir: Path) -> str:
 
 
 def choice_table(knob: str, path: Path) -> str:
-    """bench/validation_choice.py's record of one knob: each method's validation accuracy with each value."""
-    record, values = json.loads(path.read_text()), tuple(KNOBS[knob].values)
-    after = " (the knobs above chosen)" if knob != next(iter(KNOBS)) else ""
+    """bench/validation_choice.py's record of one knob on one proxy: each method's validation accuracy with each
+    value it trained."""
+    record = json.loads(path.read_text())
+    values = [v for v in KNOBS[knob].values if any(v in entry["validation"] for entry in record["methods"].values())]
     large = ", ".join(f"`{name}`" for name, proxy in PROXIES.items() if proxy.takes_choices)
-    lines = [f"The 10-class sweeps could not judge {KNOBS[knob].about}. `python -m bench.validation_choice --knobs "
-             f"{knob}` trains each method's configuration{after} with each value on "
-             f"`{CHOICE_PROXY}` and ranks them on its {record['split']}, never the test split. A method keeps its "
-             "own value unless another's mean validation accuracy is higher by more than two standard errors of the "
-             f"difference. The proxies with at least 100 classes ({large}) train each method with its choice. "
-             f"Source: `{shown(path)}`.", "",
+    rule = ("A method keeps its own value unless another's mean validation accuracy is higher by more than two "
+            "standard errors of the difference.")
+    if record["proxy"] == CHOICE_PROXY:
+        after = " (the knobs above chosen)" if knob != next(iter(KNOBS)) else ""
+        intro = (f"The 10-class sweeps could not judge {KNOBS[knob].about}. `python -m bench.validation_choice "
+                 f"--knobs {knob}` trains each method's configuration{after} with each value on `{CHOICE_PROXY}` "
+                 f"and ranks them on its {record['split']}, never the test split. {rule} The proxies with at least "
+                 f"100 classes ({large}) train each method with its choice, unless they refine it.")
+    else:
+        intro = (f"`python -m bench.validation_choice --proxy {record['proxy']} --knobs {knob}` refines "
+                 f"{KNOBS[knob].about} on `{record['proxy']}`'s {record['split']}: each method starts from its "
+                 f"`{CHOICE_PROXY}` choices (the knobs above as refined here), and its own value is the one chosen "
+                 f"there. {rule} `{record['proxy']}` trains each method with this choice.")
+    lines = [f"{intro} Source: `{shown(path)}`.", "",
              "| method | seeds | " + " | ".join(f"{value}: overall / Many / Medium / Few (%)" for value in values)
              + " | own | chosen |", "|---|---|" + "---|" * len(values) + "---|---|"]
     for method, entry in record["methods"].items():
         cells = [" / ".join(f"{entry['validation'][value][split]['mean']:.1f}" for split in SPLITS)
-                 for value in values]
+                 if value in entry["validation"] else "not trained" for value in values]
         lines.append(f"| {display_name(method)} | {entry['seeds']} | {' | '.join(cells)} | {entry['own']} "
                      f"| **{entry['chosen']}** |")
     return "\n".join(lines)
@@ -89,8 +98,8 @@ def study_sections(results_dir: Path) -> list[str]:
                 "its chosen configuration on each proxy, train.seed 0..4 (each proxy's section says how many ran); "
                 "on the proxies with at least 100 classes, with the values chosen below.",
                 sweep_table(results_dir)]
-    sections += [choice_table(knob, choice_file(results_dir, knob)) for knob in KNOBS
-                 if choice_file(results_dir, knob).exists()]
+    sections += [choice_table(knob, choice_file(results_dir, knob, name)) for name, proxy in PROXIES.items()
+                 if proxy.takes_choices for knob in KNOBS if choice_file(results_dir, knob, name).exists()]
     for name, proxy in PROXIES.items():
         path = tuned_file(results_dir, name)
         if not path.exists():
