@@ -258,7 +258,9 @@ def test_a_refined_choice_is_published_with_the_values_it_trained(tmp_path: Path
          "metric": "acc_top1", "methods": {"allnc": entry}}))
     publish(tmp_path, tmp_path, "RESULTS.md")
     page = (tmp_path / "RESULTS.md").read_text()
-    assert "`python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs p2p_weight` refines" in page
+    # The command shown trains what the record holds: 3 seeds (the knob's own is 6), two of the four values.
+    assert ("`python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs p2p_weight --seeds 3 "
+            "--values 0.1,1` refines") in page
     assert "| AllNC | 3 | 36.5 / 35.5 / 34.5 / 33.5 | 36.2 / 35.2 / 34.2 / 33.2 | 0.1 | **0.1** |" in page
     assert "0.3: overall" not in page
 

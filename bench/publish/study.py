@@ -47,14 +47,18 @@ def choice_table(knob: str, path: Path) -> str:
     large = ", ".join(f"`{name}`" for name, proxy in PROXIES.items() if proxy.takes_choices)
     rule = ("A method keeps its own value unless another's mean validation accuracy is higher by more than two "
             "standard errors of the difference.")
+    seeds = min(entry["seeds"] for entry in record["methods"].values())
+    # The command that trains what the record holds: the knob's seeds and values unless it had others.
+    options = (f" --seeds {seeds}" if seeds != KNOBS[knob].seeds else "") + (
+        f" --values {','.join(values)}" if len(values) < len(KNOBS[knob].values) else "")
     if record["proxy"] == CHOICE_PROXY:
         after = " (the knobs above chosen)" if knob != next(iter(KNOBS)) else ""
         intro = (f"The 10-class sweeps could not judge {KNOBS[knob].about}. `python -m bench.validation_choice "
-                 f"--knobs {knob}` trains each method's configuration{after} with each value on `{CHOICE_PROXY}` "
-                 f"and ranks them on its {record['split']}, never the test split. {rule} The proxies with at least "
-                 f"100 classes ({large}) train each method with its choice, unless they refine it.")
+                 f"--knobs {knob}{options}` trains each method's configuration{after} with each value on "
+                 f"`{CHOICE_PROXY}` and ranks them on its {record['split']}, never the test split. {rule} The proxies "
+                 f"with at least 100 classes ({large}) train each method with its choice, unless they refine it.")
     else:
-        intro = (f"`python -m bench.validation_choice --proxy {record['proxy']} --knobs {knob}` refines "
+        intro = (f"`python -m bench.validation_choice --proxy {record['proxy']} --knobs {knob}{options}` refines "
                  f"{KNOBS[knob].about} on `{record['proxy']}`'s {record['split']}: each method starts from its "
                  f"`{CHOICE_PROXY}` choices (the knobs above as refined here), and its own value is the one chosen "
                  f"there. {rule} `{record['proxy']}` trains each method with this choice.")
