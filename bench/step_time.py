@@ -23,8 +23,9 @@ Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape, at ResNet-50
 paper form (`allnc_paper`) with separate last stages re-balanced by sampler or by loss, and with one
 shared last stage (gbbn.shared_stage) by loss (the light path) or by sampler; AllNC's default, the
 light path with its own losses; AllNC on one branch and LA, each with the cosine classifier chosen at
-100 classes; and AllNC as chosen from there up (cosine classifier, λ_p = 0.1 or 1). A step trains on B images, or
-2B with the sampler's second batch; the ratio per image is the ratio per step times B_CE / B_path.
+100 classes; and AllNC as chosen from there up (cosine classifier, λ_p = 0.1 or 1). A step trains on B
+images, or 2B with the sampler's second batch; the ratio per image is the ratio per step times
+B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
 torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default

@@ -119,8 +119,9 @@ def main() -> None:
     parser.add_argument("--knobs", default=",".join(KNOBS), help=f"comma-separated subset of {', '.join(KNOBS)}, "
                         "chosen in this order")
     parser.add_argument("--methods", help="comma-separated subset of each knob's methods (default: all of them)")
-    parser.add_argument("--proxy", default=CHOICE_PROXY, help=f"the proxy whose validation split chooses (default "
-                        f"{CHOICE_PROXY}; another proxy of at least 100 classes refines {CHOICE_PROXY}'s choices)")
+    parser.add_argument("--proxy", default=CHOICE_PROXY, choices=[n for n, p in PROXIES.items() if p.takes_choices],
+                        help=f"the proxy whose validation split chooses (default {CHOICE_PROXY}; another proxy of "
+                        f"at least 100 classes refines {CHOICE_PROXY}'s choices)")
     parser.add_argument("--values", help="comma-separated subset of the knob's values to train (each method's own is "
                         "always trained; default: all of them)")
     parser.add_argument("--seeds", type=int, help="seeds per value (default: the knob's own)")
@@ -139,9 +140,6 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown knob, method or value {', '.join(unknown)}: knobs are {', '.join(KNOBS)}; "
                          f"methods are {', '.join(sorted(every_method))}; values are {', '.join(sorted(every_value))}")
-    if args.proxy not in PROXIES or not PROXIES[args.proxy].takes_choices:
-        raise SystemExit(f"--proxy {args.proxy}: the choices are made on a proxy that takes them, one of "
-                         f"{', '.join(name for name, proxy in PROXIES.items() if proxy.takes_choices)}")
     results_dir.mkdir(parents=True, exist_ok=True)
     for knob in sorted(knobs, key=tuple(KNOBS).index):
         methods = [m for m in KNOBS[knob].methods if m in wanted]
