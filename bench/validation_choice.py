@@ -15,7 +15,8 @@ knobs, on a validation split with 100 classes (data.val_per_class images per cla
 the training and test splits), with the same budget for every method: each value trains with train.seed
 0..N-1 (N: the knob's `seeds`), and a method keeps its own value unless another's mean validation
 accuracy (the sweeps' metric) is higher by more than two standard errors of the difference, the seed
-noise. bench/results/<knob>_choice.json records every value and the choice; the study's proxies with at
+noise, or, where the overall means are within that noise, its mean Few accuracy is (the acceptance
+weighs both). bench/results/<knob>_choice.json records every value and the choice; the study's proxies with at
 least 100 classes then train each method with its choices (bench/tuned_study.py).
 
 A larger proxy can refine those choices on its own validation split, one knob at a time, starting from the
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VAL_PER_CLASS = 20
 VALIDATION_SPLIT = (f"data.val_per_class={VAL_PER_CLASS}", "train.eval_split=val")
 SPLITS = ("top1", "many", "medium", "few")
+RANKED = ("top1", "few")  # the acceptance's two figures: overall accuracy first, Few where overall ties
 
 
 def base_overrides(knob: str, method: str, proxy_name: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
@@ -71,25 +73,30 @@ def trained_values(knob: str, own: str, values: set[str] | None) -> tuple[str, .
     return tuple(v for v in KNOBS[knob].values if values is None or v in values or v == own)
 
 
-def chosen_value(candidates: dict[str, dict], own: str) -> str:
-    """The method's own value, unless another's mean is higher by more than two standard errors of the
-    difference (the highest such mean, if several are). `candidates`: value -> {"mean", "std", "n"} over
-    seeds (one seed: no std, and any gain decides)."""
-    def wins(value: str) -> bool:
-        noise = math.sqrt(sum((c["std"] or 0.0) ** 2 / c["n"] for c in (candidates[value], candidates[own])))
-        return candidates[value]["mean"] - candidates[own]["mean"] > 2 * noise
+def chosen_value(candidates: dict[str, dict[str, dict]], own: str) -> str:
+    """The method's own value, unless another beats it: its mean overall accuracy higher by more than two
+    standard errors of the difference (the seed noise), or, with the overall means within the noise, its Few
+    accuracy higher by more than that. Of several such values, the highest overall mean wins. `candidates`:
+    value -> {"top1": ..., "few": ...}, each {"mean", "std", "n"} over seeds (one seed: no std, and any gain
+    decides)."""
+    def gain(value: str, split: str) -> int:
+        """+1 (-1): the value's mean is above (below) the own value's by more than the noise, else 0."""
+        a, b = candidates[value][split], candidates[own][split]
+        noise = 2 * math.sqrt(sum((c["std"] or 0.0) ** 2 / c["n"] for c in (a, b)))
+        return (a["mean"] - b["mean"] > noise) - (b["mean"] - a["mean"] > noise)
 
-    winners = [value for value in candidates if value != own and wins(value)]
-    return max(winners, key=lambda value: candidates[value]["mean"]) if winners else own
+    winners = [value for value in candidates if value != own
+               and (gain(value, "top1") > 0 or (gain(value, "top1") == 0 and gain(value, "few") > 0))]
+    return max(winners, key=lambda value: candidates[value]["top1"]["mean"]) if winners else own
 
 
 def record_choice(own: str, base: tuple[str, ...], jobs: dict[str, AblationJob]) -> dict:
     """Every value's validation aggregates (overall, Many, Medium, Few) and the choice."""
     aggregates = {value: json.loads((job.work / "ablation.json").read_text())["aggregates"][job.variants]
                   for value, job in jobs.items()}
-    top1 = {value: agg["acc_top1"] for value, agg in aggregates.items()}
-    return {"own": own, "chosen": chosen_value(top1, own), "overrides": list(base),
-            "seeds": min(score["n"] for score in top1.values()),
+    ranked = {value: {split: agg[f"acc_{split}"] for split in RANKED} for value, agg in aggregates.items()}
+    return {"own": own, "chosen": chosen_value(ranked, own), "overrides": list(base),
+            "seeds": min(score["top1"]["n"] for score in ranked.values()),
             "validation": {value: {split: agg[f"acc_{split}"] for split in SPLITS}
                            for value, agg in aggregates.items()}}
 
@@ -105,11 +112,13 @@ def choose(knob: str, methods: list[str], proxy_name: str, values: set[str] | No
     run_ablations([job for candidates in jobs.values() for job in candidates.values()], seeds)
     path = choice_file(results_dir, knob, proxy_name)
     record = {"knob": knob, "proxy": proxy_name, "split": f"validation split ({VAL_PER_CLASS} images per class)",
-              "metric": "acc_top1", "methods": json.loads(path.read_text())["methods"] if path.exists() else {}}
+              "metric": "acc_top1, then acc_few where acc_top1 ties",
+              "methods": json.loads(path.read_text())["methods"] if path.exists() else {}}
     for m in methods:
         record["methods"][m] = record_choice(owns[m], bases[m], jobs[m])
-        scores = ", ".join(f"{value} {v['top1']['mean']:.1f}" for value, v in record["methods"][m]["validation"].items())
-        print(f"{knob}, {m}: {record['methods'][m]['chosen']} (validation accuracy: {scores})")
+        scores = ", ".join(f"{value} {v['top1']['mean']:.1f} / {v['few']['mean']:.1f}"
+                           for value, v in record["methods"][m]["validation"].items())
+        print(f"{knob}, {m}: {record['methods'][m]['chosen']} (validation accuracy, overall / Few: {scores})")
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 
