@@ -22,10 +22,10 @@ Per training image, the GBBN paths (GBBN_PATHS) at the CIFAR shape, at ResNet-50
 64x64 images, batch 16, so that it runs on a CPU) and at the 1000-class proxy's small CNN: CE and AllNC's
 paper form (`allnc_paper`) with separate last stages re-balanced by sampler or by loss, and with one
 shared last stage (gbbn.shared_stage) by loss (the light path) or by sampler; AllNC's default, the
-light path with its own losses; AllNC on one branch and LA, each with the cosine classifier chosen at
-100 classes; and AllNC as chosen from there up (cosine classifier, λ_p = 0.1 or 1). A step trains on B
-images, or 2B with the sampler's second batch; the ratio per image is the ratio per step times
-B_CE / B_path.
+light path with its own losses; LA with the cosine classifier chosen at 100 classes; and AllNC as
+chosen at 1000 classes (one branch, cosine classifier) and at 100 (two branches, cosine classifier). A
+step trains on B images, or 2B with the sampler's second batch; the ratio per image is the ratio per
+step times B_CE / B_path.
 Also recorded: FLOPs of one step (torch.utils.flop_counter: convolutions and matmuls, forward and
 backward), what each ratio would be if time followed compute; the operator count of one AllNC objective call; and a
 torch.profiler table of the AllNC step at the CIFAR shape. Writes JSON (default
@@ -88,16 +88,15 @@ GBBN_PATHS = {
                              "(d) one shared last stage, re-balanced by sampler"),
     "allnc_default": (["method.preset=allnc"],
                       "(e) AllNC's default: path (c) with LA, contrastive P2P and no HyCon"),
-    # With the classifier chosen at 100 classes (bench/validation_choice.py): AllNC on one branch (the
-    # isolation row without GBBN) and LA, as the study trains them at 100 and 1000 classes.
+    # With the choices of bench/validation_choice.py: AllNC on one branch (as chosen at 1000 classes) and
+    # two (at 100), and LA, each with the cosine classifier. λ_p scales P2P's loss, not its work.
     "allnc_one_branch_cosine": (["method.preset=allnc", "method.gbbn.enabled=false", "method.classifier=cosine"],
-                                "(f) AllNC on one branch: (e) without GBBN, cosine classifier"),
+                                "(f) AllNC as chosen at 1000 classes: (e) on one branch, cosine classifier (λ_p "
+                                "= 1)"),
     "la_cosine": (["method.preset=la", "method.classifier=cosine"],
                   "(g) LA with the cosine classifier, as chosen at >= 100 classes"),
-    # λ_p scales P2P's loss, not its work: timed at 100 classes' 0.1, this is also the 1000-class choice (1).
-    "allnc_chosen_large": (["method.preset=allnc", "method.classifier=cosine", "method.p2p.weight=0.1"],
-                           "(h) AllNC as chosen at >= 100 classes: (e) with the cosine classifier (λ_p = 0.1 at 100 "
-                           "classes, 1 at 1000: the same work)"),
+    "allnc_chosen_100": (["method.preset=allnc", "method.classifier=cosine", "method.p2p.weight=0.1"],
+                         "(h) AllNC as chosen at 100 classes: (e) with the cosine classifier (λ_p = 0.1)"),
 }
 # name -> (model overrides, image shape, batch, K), as SHAPES; ResNet-50 at a CPU-sized batch and image.
 PATH_SHAPES = {

@@ -17,7 +17,7 @@ CONFIGS = ("ce", "ce+hycon", "ce+p2p", "ce+gbbn_sampler", "ce+gbbn_loss", "allnc
 PATH_SHAPES = ("resnet32 cifar 32x32 b128", "resnet50 64x64 b16 K=1000", "small_cnn 8x8 b256 K=1000")
 # GBBN path -> training images per step, in batches: the re-balancing sampler adds a second batch.
 GBBN_PATHS = {"ce": 1, "allnc": 2, "allnc_gbbn_loss": 1, "allnc_shared_loss": 1, "allnc_shared_sampler": 2,
-              "allnc_default": 1, "allnc_one_branch_cosine": 1, "la_cosine": 1, "allnc_chosen_large": 1}
+              "allnc_default": 1, "allnc_one_branch_cosine": 1, "la_cosine": 1, "allnc_chosen_100": 1}
 PARTS = ("class-mean trackers", "HyCon", "P2P", "GBBN by sampler", "GBBN by loss", "AllNC objective")
 SECTIONS = ("## Targets", "## Step time: AllNC against CE, by part", "## Where the AllNC step's time goes",
             "### Hot-path changes", "## Class-mean sync", "## Loader throughput", "## Worker scaling",

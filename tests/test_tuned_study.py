@@ -75,6 +75,9 @@ def test_smoke_study_trains_the_chosen_configuration(tmp_path: Path) -> None:
     assert run_config["method"]["p2p"]["weight"] == 0.25 and run_config["optim"]["lr"] == 0.03
     assert run_config["method"]["gbbn"]["rebalance"] == "logit_adjust" and run_config["method"]["loss"] == "la"
     assert math.isfinite(allnc["aggregates"]["acc_top1"]["mean"])
+    # Each seed's accuracies are kept beside the mean they make.
+    assert set(allnc["per_seed"]) == {"0"}
+    assert allnc["per_seed"]["0"]["acc_few"] == pytest.approx(allnc["aggregates"]["acc_few"]["mean"])
     assert record["methods"]["ce"]["overrides"][-1] == "method.preset=ce"
 
     # The post-hoc shift reloads each final model; at tau = 0 it must give the accuracy the study reports.
@@ -132,8 +135,7 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     classifier = json.loads((out / "classifier_choice.json").read_text())["methods"]["allnc"]
     branches = json.loads((out / "branches_choice.json").read_text())["methods"]["allnc"]
     p2p = json.loads((out / "p2p_weight_choice.json").read_text())["methods"]["allnc"]
-    scores = {value: classifier["validation"][value]["top1"] for value in ("linear", "cosine")}
-    assert classifier["own"] == "linear" and classifier["chosen"] == chosen_value(scores, "linear")
+    assert classifier["own"] == "linear" and classifier["chosen"] == chosen_value(classifier["validation"], "linear")
     assert branches["own"] == "two" and f"branches, allnc: {branches['chosen']}" in printed
     assert p2p["own"] == "1" and f"p2p_weight, allnc: {p2p['chosen']}" in printed
 
@@ -191,15 +193,50 @@ def test_a_choice_switches_only_when_another_value_wins_by_more_than_the_seed_no
         std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (n - 1)) if n > 1 else None
         return {"mean": mean, "std": std, "n": n}
 
+    def scores(top1: dict, few: dict | None = None) -> dict:
+        return {"top1": top1, "few": few or seeds(10.0)}
+
     # LA on synthetic-100: cosine 33.0 / 32.3 against linear 27.6 / 27.8. The standard error of the
     # difference is sqrt(0.495^2 / 2 + 0.141^2 / 2) = 0.364, and 4.95 > 2 * 0.364: switch.
-    assert chosen_value({"linear": seeds(27.6, 27.8), "cosine": seeds(33.0, 32.3)}, "linear") == "cosine"
+    assert chosen_value({"linear": scores(seeds(27.6, 27.8)), "cosine": scores(seeds(33.0, 32.3))},
+                        "linear") == "cosine"
     # LDAM-DRW: linear 27.9 / 29.3 against its own cosine 28.4 / 28.4. 0.2 < 2 * sqrt(0.99^2 / 2) = 1.4: keep.
-    assert chosen_value({"linear": seeds(27.9, 29.3), "cosine": seeds(28.4, 28.4)}, "cosine") == "cosine"
-    assert chosen_value({"linear": seeds(30.0), "cosine": seeds(30.5)}, "linear") == "cosine"
-    assert chosen_value({"linear": seeds(30.0), "cosine": seeds(30.0)}, "cosine") == "cosine"
+    assert chosen_value({"linear": scores(seeds(27.9, 29.3)), "cosine": scores(seeds(28.4, 28.4))},
+                        "cosine") == "cosine"
+    assert chosen_value({"linear": scores(seeds(30.0)), "cosine": scores(seeds(30.5))}, "linear") == "cosine"
+    assert chosen_value({"linear": scores(seeds(30.0)), "cosine": scores(seeds(30.0))}, "cosine") == "cosine"
     # Of three values, two beat the own one beyond the noise: the higher mean wins.
-    assert chosen_value({"a": seeds(20.0), "b": seeds(25.0), "c": seeds(24.0)}, "a") == "b"
+    assert chosen_value({"a": scores(seeds(20.0)), "b": scores(seeds(25.0)), "c": scores(seeds(24.0))}, "a") == "b"
+
+
+def test_few_accuracy_decides_only_where_the_overall_means_are_within_the_noise() -> None:
+    def seeds(mean: float, std: float) -> dict:
+        return {"mean": mean, "std": std, "n": 3}
+
+    # The 1000-class branches: one branch 36.52 +- 0.23 / Few 22.30 +- 0.26 against two 36.31 +- 0.27 /
+    # 17.95 +- 0.74. Overall: 0.21 < 2 * sqrt((0.23^2 + 0.27^2) / 3) = 0.41, a tie; Few: 4.35 > 0.91.
+    two, one = {"top1": seeds(36.31, 0.27), "few": seeds(17.95, 0.74)}, {"top1": seeds(36.52, 0.23),
+                                                                            "few": seeds(22.30, 0.26)}
+    assert chosen_value({"two": two, "one": one}, "two") == "one"
+    # The same Few gain 0.1 point lower overall: still a tie overall, still chosen.
+    assert chosen_value({"two": two, "one": {**one, "top1": seeds(36.21, 0.23)}}, "two") == "one"
+    # A Few gain within its noise decides nothing.
+    assert chosen_value({"two": two, "one": {**one, "few": seeds(18.5, 0.26)}}, "two") == "two"
+    # Beyond the noise overall, overall decides, whatever Few does: more Few does not save a worse overall
+    # (the 100-class classifier: AllNC's cosine 30.8 / 12.95 against linear 28.05 / 14.2) ...
+    assert chosen_value({"linear": {"top1": seeds(28.05, 0.3), "few": seeds(14.2, 0.2)},
+                         "cosine": {"top1": seeds(30.8, 0.3), "few": seeds(12.95, 0.2)}}, "linear") == "cosine"
+    # ... and less Few does not stop a better one.
+    assert chosen_value({"linear": {"top1": seeds(28.05, 0.3), "few": seeds(14.2, 0.2)},
+                         "cosine": {"top1": seeds(30.8, 0.3), "few": seeds(12.95, 0.2)}}, "cosine") == "cosine"
+
+
+def test_every_committed_choice_follows_the_rule_from_its_recorded_validation_figures() -> None:
+    records = sorted((ROOT / "bench" / "results").glob("*_choice*.json"))
+    assert records
+    for path in records:
+        for method, entry in json.loads(path.read_text())["methods"].items():
+            assert entry["chosen"] == chosen_value(entry["validation"], entry["own"]), (path.name, method)
 
 
 def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def choice_table(knob: str, path: Path) -> str:
     values = [v for v in KNOBS[knob].values if any(v in entry["validation"] for entry in record["methods"].values())]
     large = ", ".join(f"`{name}`" for name, proxy in PROXIES.items() if proxy.takes_choices)
     rule = ("A method keeps its own value unless another's mean validation accuracy is higher by more than two "
-            "standard errors of the difference.")
+            "standard errors of the difference or, where the overall means are within that margin, its mean Few "
+            "accuracy is.")
     seeds = min(entry["seeds"] for entry in record["methods"].values())
     # The command that trains what the record holds: the knob's seeds and values unless it had others.
     options = (f" --seeds {seeds}" if seeds != KNOBS[knob].seeds else "") + (
