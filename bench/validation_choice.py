@@ -16,8 +16,8 @@ the training and test splits), with the same budget for every method: each value
 0..N-1 (N: the knob's `seeds`), and a method keeps its own value unless another's mean validation
 accuracy (the sweeps' metric) is higher by more than two standard errors of the difference, the seed
 noise, or, where the overall means are within that noise, its mean Few accuracy is (the acceptance
-weighs both). bench/results/<knob>_choice.json records every value and the choice; the study's proxies with at
-least 100 classes then train each method with its choices (bench/tuned_study.py).
+weighs both). bench/results/<knob>_choice.json records every value and the choice; the study's proxies
+with at least 100 classes then train each method with its choices (bench/tuned_study.py).
 
 A larger proxy can refine those choices on its own validation split, one knob at a time, starting from the
 100-class choices (each knob's own value is then the one chosen at 100 classes):

@@ -222,11 +222,11 @@ def test_few_accuracy_decides_only_where_the_overall_means_are_within_the_noise(
     assert chosen_value({"two": two, "one": {**one, "top1": seeds(36.21, 0.23)}}, "two") == "one"
     # A Few gain within its noise decides nothing.
     assert chosen_value({"two": two, "one": {**one, "few": seeds(18.5, 0.26)}}, "two") == "two"
-    # Beyond the noise overall, overall decides, whatever Few does: more Few does not save a worse overall
+    # Beyond the noise overall, overall decides, whatever Few does: less Few does not stop a better overall
     # (the 100-class classifier: AllNC's cosine 30.8 / 12.95 against linear 28.05 / 14.2) ...
     assert chosen_value({"linear": {"top1": seeds(28.05, 0.3), "few": seeds(14.2, 0.2)},
                          "cosine": {"top1": seeds(30.8, 0.3), "few": seeds(12.95, 0.2)}}, "linear") == "cosine"
-    # ... and less Few does not stop a better one.
+    # ... and more Few does not save a worse one.
     assert chosen_value({"linear": {"top1": seeds(28.05, 0.3), "few": seeds(14.2, 0.2)},
                          "cosine": {"top1": seeds(30.8, 0.3), "few": seeds(12.95, 0.2)}}, "cosine") == "cosine"
 
