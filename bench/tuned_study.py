@@ -66,7 +66,8 @@ ISOLATION: dict[str, tuple[str, tuple[str, ...]]] = {
 METHODS = ("ce", *SWEPT, *ISOLATION)
 SWEEP_SPECS = ROOT / "jobs" / "configs" / "sweeps" / "study"
 OVERRIDES_FILE = "overrides.json"
-ACCURACY_KEYS = ("acc_top1", "acc_many", "acc_medium", "acc_few")
+# The accuracies recorded per value and per seed: metrics acc_<split>.
+SPLITS = ("top1", "many", "medium", "few")
 # bench/validation_choice.py chooses the knobs of KNOBS on this proxy's validation split (a larger proxy may
 # refine them on its own).
 CHOICE_PROXY = "synthetic100_small"
@@ -285,7 +286,8 @@ def run_entry(work: Path, method: str) -> dict | None:
         return None
     data, name = json.loads((work / "ablation.json").read_text()), variant(method)
     # Per seed too: a later run can then be compared with this one seed by seed, not only by the mean.
-    per_seed = {seed: {key: run["metrics"][key] for key in ACCURACY_KEYS} for seed, run in data["runs"][name].items()}
+    per_seed = {seed: {f"acc_{split}": run["metrics"][f"acc_{split}"] for split in SPLITS}
+                for seed, run in data["runs"][name].items()}
     return {"overrides": json.loads((work / OVERRIDES_FILE).read_text()), "epochs": data["epochs"],
             "seeds": len(data["runs"][name]), "aggregates": data["aggregates"][name], "per_seed": per_seed}
 

@@ -38,14 +38,12 @@ import math
 from pathlib import Path
 
 from bench.ablation_jobs import AblationJob, run_ablations
-from bench.tuned_study import (CHOICE_PROXY, KNOBS, PROXIES, choice_file, choice_name, choice_overrides,
+from bench.tuned_study import (CHOICE_PROXY, KNOBS, PROXIES, SPLITS, choice_file, choice_name, choice_overrides,
                                chosen_overrides, recipe, run_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_PER_CLASS = 20
 VALIDATION_SPLIT = (f"data.val_per_class={VAL_PER_CLASS}", "train.eval_split=val")
-SPLITS = ("top1", "many", "medium", "few")
-RANKED = ("top1", "few")  # the acceptance's two figures: overall accuracy first, Few where overall ties
 
 
 def base_overrides(knob: str, method: str, proxy_name: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
@@ -94,11 +92,9 @@ def record_choice(own: str, base: tuple[str, ...], jobs: dict[str, AblationJob])
     """Every value's validation aggregates (overall, Many, Medium, Few) and the choice."""
     aggregates = {value: json.loads((job.work / "ablation.json").read_text())["aggregates"][job.variants]
                   for value, job in jobs.items()}
-    ranked = {value: {split: agg[f"acc_{split}"] for split in RANKED} for value, agg in aggregates.items()}
-    return {"own": own, "chosen": chosen_value(ranked, own), "overrides": list(base),
-            "seeds": min(score["top1"]["n"] for score in ranked.values()),
-            "validation": {value: {split: agg[f"acc_{split}"] for split in SPLITS}
-                           for value, agg in aggregates.items()}}
+    validation = {value: {split: agg[f"acc_{split}"] for split in SPLITS} for value, agg in aggregates.items()}
+    return {"own": own, "chosen": chosen_value(validation, own), "overrides": list(base),
+            "seeds": min(score["top1"]["n"] for score in validation.values()), "validation": validation}
 
 
 def choose(knob: str, methods: list[str], proxy_name: str, values: set[str] | None, seeds: int, work_root: Path,

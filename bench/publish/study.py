@@ -11,9 +11,8 @@ from allnc_dist.results_table import display_name
 from allnc_dist.sweep.results import format_value
 from allnc_dist.sweep.spec import load_sweep
 from bench.publish.formatting import shown
-from bench.tuned_study import (CHOICE_PROXY, KNOBS, METHODS, PROXIES, SWEEP_SPECS, SWEPT, best_file, choice_file,
-                               tuned_file)
-from bench.validation_choice import SPLITS
+from bench.tuned_study import (CHOICE_PROXY, KNOBS, METHODS, PROXIES, SPLITS, SWEEP_SPECS, SWEPT, best_file,
+                               choice_file, tuned_file)
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) with GBBN, without HyCon and P2P",
          "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_two_branches": "AllNC (chosen) with GBBN",
