@@ -1,6 +1,7 @@
 """The local trainer end to end on digits-LT, through the `allnc` command line as users run it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from allnc_dist.cli import main
 from allnc_dist.config import load_config
 from allnc_dist.engine.checkpoint import load_checkpoint
 from allnc_dist.engine.local_runtime import LocalRuntime
+from allnc_dist.engine.machine import cpu_model
 from allnc_dist.engine.trainer import Trainer, train_locally
 from allnc_dist.engine.step import NonFiniteLossError
 from tests.cli import allnc
@@ -42,6 +44,10 @@ def test_run_directory_holds_config_metrics_checkpoint_and_report(uninterrupted)
     report = json.loads((uninterrupted / "report.json").read_text())
     assert report["steps"] == load_checkpoint(uninterrupted / "checkpoint.pt")["step"] > 0
     assert report["metrics"]["acc_top1"] > 30.0  # well above the 10 % of chance after 4 epochs
+    machine = report["machine"]  # the run's own process describes where it ran
+    assert (machine["cpu"], machine["cpus"], machine["packages"]["torch"]) == (cpu_model(), os.cpu_count(),
+                                                                              torch.__version__)
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "gpu" not in machine
 
 
 def test_crash_mid_checkpoint_then_resume_matches_the_uninterrupted_run(uninterrupted, tmp_path):

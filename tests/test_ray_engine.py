@@ -13,6 +13,7 @@ import os
 import shutil
 import urllib.parse
 import urllib.request
+from importlib import metadata
 
 import pytest
 import torch
@@ -99,6 +100,7 @@ def test_two_workers_hold_identical_parameters_and_class_means_after_every_step(
     report = result.report
     assert (report["workers"], report["zero_stage"], report["steps"]) == (2, stage, STEPS)
     assert report["consistent_steps"] == STEPS  # a difference on any step would have failed the run
+    assert report["machine"]["packages"]["deepspeed"] == metadata.version("deepspeed")  # rank 0 described its worker
     first, second = train_losses(result.run_dir.path)
     assert second < first  # it learns
 

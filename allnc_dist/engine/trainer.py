@@ -29,6 +29,7 @@ from .checkpoint import FORMAT_VERSION, CheckpointSchedule, load_checkpoint
 from .evaluate import Evaluation, evaluate
 from .faults import FaultPlan
 from .local_runtime import LocalRuntime
+from .machine import describe_machine
 from .optimization import build_optimizer, build_scheduler
 from .progress import Progress
 from .run_outputs import load_geometry, write_run_outputs
@@ -245,6 +246,7 @@ class Trainer:
             "seconds": round(seconds, 2),
             "restarts": self.restarts,
             **self.runtime.describe(),
+            "machine": describe_machine(self.runtime.device),
         }
 
     def write_outputs(self, report: dict, final: Evaluation) -> None:
