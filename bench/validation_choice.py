@@ -22,7 +22,7 @@ with at least 100 classes then train each method with its choices (bench/tuned_s
 A larger proxy can refine those choices on its own validation split, one knob at a time, starting from the
 100-class choices (each knob's own value is then the one chosen at 100 classes):
 
-    python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs branches --seeds 3
+    python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs branches
     python -m bench.validation_choice --proxy synthetic1000_imagenet_lt --knobs p2p_weight --values 1 --seeds 3
 
 It writes bench/results/<knob>_choice_<proxy>.json, and that proxy alone then trains with the refined value.
