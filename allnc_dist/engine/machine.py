@@ -10,7 +10,9 @@ from importlib import metadata
 
 import torch
 
-PACKAGES = ("allnc_dist", "torchvision", "deepspeed", "ray", "mlflow", "webdataset")
+from .. import __version__
+
+PACKAGES = ("torchvision", "deepspeed", "ray", "mlflow", "webdataset")
 
 
 def cpu_model() -> str:
@@ -26,8 +28,7 @@ def cpu_model() -> str:
 
 
 def installed_version(package: str) -> str | None:
-    """The package's installed version; None where it is not installed as a distribution (a Ray job's
-    working directory ships allnc_dist as plain files)."""
+    """The package's installed version; None where it is not installed."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -40,8 +41,10 @@ def describe_machine(device: torch.device) -> dict:
                # the vector instructions torch's CPU kernels were dispatched to (AVX2, AVX512, ...)
                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
                "platform": platform.platform(), "python": platform.python_version(),
-               # torch's own string carries its build (+cpu, +cu130); the installed metadata does not
-               "packages": {"torch": torch.__version__} | {package: installed_version(package) for package in PACKAGES}}
+               # torch's own string carries its build (+cpu, +cu130), the installed metadata does not; ours is
+               # the running code's, also where a Ray job's working directory ships it as plain files
+               "packages": {"allnc_dist": __version__, "torch": torch.__version__}
+               | {package: installed_version(package) for package in PACKAGES}}
     if device.type == "cuda":
         machine |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
     return machine
