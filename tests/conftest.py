@@ -1,19 +1,29 @@
 """Test-wide settings: keep every tool's state out of $HOME and every listener on loopback."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
-_STATE = tempfile.mkdtemp(prefix="allnc-test-state-")
+
+def _process_folder(prefix: str, parent: str = "/tmp") -> str:
+    """A temp folder for this test process (the pytest process, or one xdist worker), removed when
+    it exits."""
+    folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+_STATE = _process_folder("allnc-test-state-")
+# One Ray temp folder per process (short: Ray's socket paths live in it), inside one the user set:
+# `ray.init()` joins the cluster whose address `ray start` left in its temp folder instead of
+# starting a private one.
+os.environ["RAY_TMPDIR"] = _process_folder("ray-", os.environ.get("RAY_TMPDIR", "/tmp"))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_STATE, "matplotlib"))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(_STATE, "torch_extensions"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
-if "PYTEST_XDIST_WORKER" in os.environ:
-    # One per parallel worker: `ray.init()` joins the cluster whose address `ray start` left in its
-    # temp folder instead of starting a private one.
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=os.environ["PYTEST_XDIST_WORKER"], dir=os.environ["RAY_TMPDIR"])
 # One intra-op thread in every process of the suite (this one, jobs, Ray workers): the workloads are
 # small and often several processes share the few cores, where threads only wait on each other
 # (a step can take 10x longer; bench/gpu_check.py pins one thread on CPU for the same reason).

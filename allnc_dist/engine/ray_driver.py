@@ -11,7 +11,8 @@
   takes its share of the unchanged global batch and continues the epoch where the checkpoint left
   it, so the samples seen stay those of one fixed-size run (engine/streams.py).
 - **Rendezvous.** Workers that all run on one node meet through a `file://` store, which opens no
-  port (Ray's default TCPStore listens on every interface); across nodes, through Ray's TCP rendezvous.
+  port (Ray's default TCPStore listens on every interface) and whose file goes when the group stops;
+  across nodes, through Ray's TCP rendezvous.
   The choice follows where the workers are placed, at every (re)start.
 - **Several nodes.** Ray Train's storage must be declared shared (`distributed.storage_path`) and
   MLflow a server; a built-in dataset the driver wrote is written again on the nodes that lack it
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -36,6 +38,7 @@ from .checkpoint import OUTPUTS_FOLDER
 from .trainer import TrainResult
 
 LOOPBACK = "127.0.0.1"
+logger = logging.getLogger(__name__)
 
 
 def ensure_ray(num_cpus_needed: float) -> None:
@@ -81,10 +84,11 @@ def this_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def rendezvous_config(mode: str):
+def rendezvous_config(mode: str, run_name: str):
     """A TorchConfig whose workers meet, at every (re)start, according to where they run: all on one
     node, through a fresh file in that node's temp folder (no port opened: Ray's TCPStore listens on
-    every interface); across nodes, through Ray's TCP rendezvous at rank 0's node address."""
+    every interface), removed when the group shuts down; across nodes, through Ray's TCP rendezvous at
+    rank 0's node address."""
     import ray  # noqa: PLC0415
     from ray.train.torch import TorchConfig  # noqa: PLC0415
     from ray.train.torch.config import (  # noqa: PLC0415
@@ -94,6 +98,11 @@ def rendezvous_config(mode: str):
     )
 
     class NodeAwareRendezvous(_TorchBackend):
+        # The file store the running group met through. The store deletes its file only when every
+        # process closes it, which a worker Ray stops (or one alone, which never closes its group)
+        # does not do: without this, each start would leave a file on the node.
+        store_file: str | None = None
+
         def on_start(self, worker_group, backend_config) -> None:
             nodes = len(set(worker_group.execute(this_node_id)))
             if mode == "tcp" or (mode == "auto" and nodes > 1):
@@ -105,7 +114,8 @@ def rendezvous_config(mode: str):
             use_gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
             backend = backend_config.backend or ("nccl" if use_gpu else "gloo")
             folder = worker_group.execute_single(0, tempfile.gettempdir)
-            url = f"file://{Path(folder) / f'allnc-rendezvous-{uuid.uuid4().hex}'}"
+            self.store_file = str(Path(folder) / rendezvous_file_name(run_name))
+            url = f"file://{self.store_file}"
             worker_group.execute(_set_torch_distributed_env_vars)
             ray.get([
                 worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
@@ -114,6 +124,14 @@ def rendezvous_config(mode: str):
                 for i in range(len(worker_group))
             ])
 
+        def on_shutdown(self, worker_group, backend_config) -> None:
+            try:
+                super().on_shutdown(worker_group, backend_config)
+            finally:
+                if self.store_file is not None:
+                    remove_on_any_worker(worker_group, self.store_file)
+                    self.store_file = None
+
     @dataclass
     class NodeAwareTorchConfig(TorchConfig):
         @property
@@ -121,6 +139,29 @@ def rendezvous_config(mode: str):
             return NodeAwareRendezvous
 
     return NodeAwareTorchConfig()
+
+
+def rendezvous_file_name(run_name: str) -> str:
+    """The file store's name for one start of run `run_name`'s worker group."""
+    return f"allnc-rendezvous-{run_name}-{uuid.uuid4().hex}"
+
+
+def remove_on_any_worker(worker_group, path: str) -> None:
+    """Remove `path` through the first worker of the group still alive (all run on the node that holds
+    it). Failing that, say so: raising would hide the error that stopped the group."""
+    from ray.exceptions import RayActorError  # noqa: PLC0415
+
+    for rank in range(len(worker_group)):
+        try:
+            worker_group.execute_single(rank, remove_file, path)
+            return
+        except RayActorError:
+            continue
+    logger.warning("the rendezvous file %s stays on its node: no worker of the group is left to remove it", path)
+
+
+def remove_file(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
 
 
 def alive_node_addresses() -> list[str]:
@@ -220,7 +261,7 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
         scaling_config=scaling_config(d, resources),
         run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
-        torch_config=rendezvous_config(d.rendezvous),
+        torch_config=rendezvous_config(d.rendezvous, ray_run_name(run_dir)),
     )
     try:
         result = trainer.fit()  # Ray Train V2 raises a failed run's error here
