@@ -1,8 +1,9 @@
 """Issue 13's choices at 100 classes and up: the knobs the 10-class sweeps could not judge, on a validation split.
 
 For each knob of KNOBS in turn (bench/tuned_study.py: the classifier, then AllNC's branches, then P2P's
-weight), each of the knob's methods trains its configuration so far with every value of the knob on
-synthetic-100, and the values are ranked on its validation split (never the test split).
+weight), each of the knob's methods trains its configuration (every knob at its choice so far) with
+every value of the knob on synthetic-100, and the values are ranked on its validation split (never the test
+split).
 
     python -m bench.validation_choice                         # every knob: 16 + 12 + 24 runs, under an hour here
     python -m bench.validation_choice --knobs branches        # one knob (the ones before it must have run)
@@ -18,6 +19,11 @@ accuracy (the sweeps' metric) is higher by more than two standard errors of the 
 noise, or, where the overall means are within that noise, its mean Few accuracy is (the acceptance
 weighs both). bench/results/<knob>_choice.json records every value and the choice; the study's proxies
 with at least 100 classes then train each method with its choices (bench/tuned_study.py).
+
+Choosing a knob again after the ones that follow it (a second pass) trains it with their choices, and its
+own value is its first choice; the record keeps the first pass beside it:
+
+    python -m bench.validation_choice --knobs branches        # after p2p_weight: the branches at the chosen weight
 
 A larger proxy can refine those choices on its own validation split, one knob at a time, starting from the
 100-class choices (each knob's own value is then the one chosen at 100 classes):
@@ -38,23 +44,20 @@ import math
 from pathlib import Path
 
 from bench.ablation_jobs import AblationJob, run_ablations
-from bench.tuned_study import (CHOICE_PROXY, KNOBS, PROXIES, SPLITS, choice_file, choice_name, choice_overrides,
-                               chosen_overrides, recipe, run_config)
+from bench.tuned_study import (CHOICE_PROXY, KNOBS, PROXIES, SPLITS, choice_file, choice_name, job_overrides,
+                               run_config, same_configuration)
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_PER_CLASS = 20
 VALIDATION_SPLIT = (f"data.val_per_class={VAL_PER_CLASS}", "train.eval_split=val")
 
 
-def base_overrides(knob: str, method: str, proxy_name: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
-    """The validation run's recipe and the method's configuration: the knobs before `knob` as chosen so far
-    and, on a proxy that refines CHOICE_PROXY's choices, `knob` and the knobs after it as CHOICE_PROXY chose
-    them (the configuration the refinement starts from; `knob`'s value there is then the method's own)."""
-    position = tuple(KNOBS).index(knob)
-    earlier, rest = tuple(KNOBS)[:position], tuple(KNOBS)[position:]
-    start = choice_overrides(method, CHOICE_PROXY, results_dir, rest) if proxy_name != CHOICE_PROXY else ()
-    return (*recipe(PROXIES[proxy_name], smoke), *VALIDATION_SPLIT,
-            *chosen_overrides(method, proxy_name, results_dir, earlier), *start)
+def base_overrides(method: str, proxy_name: str, results_dir: Path, smoke: bool) -> tuple[str, ...]:
+    """The method as the study trains it on the proxy, every knob at its choice so far (on a proxy that refines
+    CHOICE_PROXY's choices, CHOICE_PROXY's where it has none of its own), on the validation split. The value
+    a knob has there is the method's own, the one another value must beat; a knob chosen again after the
+    knobs that follow it (a second pass) is thus chosen with their values."""
+    return (*job_overrides(proxy_name, method, results_dir, smoke), *VALIDATION_SPLIT)
 
 
 def candidate_jobs(knob: str, method: str, proxy_name: str, base: tuple[str, ...], values: tuple[str, ...],
@@ -97,11 +100,22 @@ def record_choice(own: str, base: tuple[str, ...], jobs: dict[str, AblationJob])
             "seeds": min(score["top1"]["n"] for score in validation.values()), "validation": validation}
 
 
+def with_earlier_passes(entry: dict, before: dict | None, proxy_name: str) -> dict:
+    """The new entry, keeping the one it replaces as an earlier pass where that trained another configuration
+    (the knobs after this one chosen since), so that the record shows what each pass saw."""
+    if before is None:
+        return entry
+    earlier = before.pop("earlier", [])
+    if not same_configuration(PROXIES[proxy_name], before["overrides"], entry["overrides"]):
+        earlier.append(before)
+    return {**entry, "earlier": earlier} if earlier else entry
+
+
 def choose(knob: str, methods: list[str], proxy_name: str, values: set[str] | None, seeds: int, work_root: Path,
            results_dir: Path, smoke: bool) -> Path:
     """Train the values of the knob (all of them, or `values` and each method's own) for each method on the
     proxy's validation split, then write the knob's record there."""
-    bases = {m: base_overrides(knob, m, proxy_name, results_dir, smoke) for m in methods}
+    bases = {m: base_overrides(m, proxy_name, results_dir, smoke) for m in methods}
     owns = {m: KNOBS[knob].value_of(run_config(PROXIES[proxy_name], bases[m]).method) for m in methods}
     jobs = {m: candidate_jobs(knob, m, proxy_name, bases[m], trained_values(knob, owns[m], values), work_root)
             for m in methods}
@@ -111,7 +125,8 @@ def choose(knob: str, methods: list[str], proxy_name: str, values: set[str] | No
               "metric": "acc_top1, then acc_few where acc_top1 ties",
               "methods": json.loads(path.read_text())["methods"] if path.exists() else {}}
     for m in methods:
-        record["methods"][m] = record_choice(owns[m], bases[m], jobs[m])
+        record["methods"][m] = with_earlier_passes(record_choice(owns[m], bases[m], jobs[m]),
+                                                   record["methods"].get(m), proxy_name)
         scores = ", ".join(f"{value} {v['top1']['mean']:.1f} / {v['few']['mean']:.1f}"
                            for value, v in record["methods"][m]["validation"].items())
         print(f"{knob}, {m}: {record['methods'][m]['chosen']} (validation accuracy, overall / Few: {scores})")

@@ -17,7 +17,7 @@ from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
 from bench.posthoc_shift import same_runs, shifted_accuracies
 from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates, run_config
-from bench.validation_choice import base_overrides, chosen_value, trained_values
+from bench.validation_choice import base_overrides, chosen_value, trained_values, with_earlier_passes
 from tests.bench_run import ROOT, publish, run_bench
 
 SPEC = SweepConfig(name="best", base=ROOT / "jobs" / "configs" / "digits_lt.yaml", num_samples=2,
@@ -264,23 +264,65 @@ def test_a_larger_proxy_refines_the_choices_from_the_100_class_ones(tmp_path: Pa
     choose("branches_choice.json", "two")
     choose("p2p_weight_choice.json", "0.1")
     # At 1000 classes the branches' refinement starts from every 100-class choice: its own value is theirs.
-    base = base_overrides("branches", "allnc", large, tmp_path, smoke=False)
+    base = base_overrides("allnc", large, tmp_path, smoke=False)
     start = method(large, base)
     assert (start.classifier, start.gbbn.enabled, start.p2p.weight) == ("cosine", True, 0.1)
     assert run_config(PROXIES[large], base).train.eval_split == "val"
-    # At 100 classes a knob is chosen with the earlier ones only: P2P keeps the preset's weight.
-    first = method("synthetic100_small", base_overrides("branches", "allnc", "synthetic100_small", tmp_path, False))
-    assert (first.classifier, first.gbbn.enabled, first.p2p.weight) == ("cosine", True, 1.0)
 
     choose(f"branches_choice_{large}.json", "one")
     # The weight's refinement takes the branches refined there, and the 100-class weight as its own.
-    start = method(large, base_overrides("p2p_weight", "allnc", large, tmp_path, smoke=False))
+    start = method(large, base_overrides("allnc", large, tmp_path, smoke=False))
     assert (start.classifier, start.gbbn.enabled, start.p2p.weight) == ("cosine", False, 0.1)
     # The study trains each proxy with its own refinements, and the 100-class choices elsewhere.
     assert (method(large, chosen_overrides("allnc", large, tmp_path)).gbbn.enabled,
             method("synthetic100_small", chosen_overrides("allnc", "synthetic100_small", tmp_path)).gbbn.enabled) \
         == (False, True)
     assert method(large, chosen_overrides("allnc", large, tmp_path)).p2p.weight == 0.1
+
+
+def test_a_second_pass_chooses_a_knob_with_the_later_choices_and_keeps_the_first(tmp_path: Path) -> None:
+    def choose(file: str, value: str, entry: dict | None = None) -> None:
+        (tmp_path / file).write_text(json.dumps({"methods": {"allnc": {"chosen": value, **(entry or {})}}}))
+
+    def p2p_weight(overrides: tuple[str, ...]) -> float:
+        return run_config(PROXIES[small], overrides).method.p2p.weight
+
+    small = "synthetic100_small"
+    choose("classifier_choice.json", "cosine")
+    first = base_overrides("allnc", small, tmp_path, smoke=False)
+    # The first pass of the branches ran before P2P's weight was chosen: the preset's weight.
+    assert p2p_weight(first) == 1.0
+    choose("branches_choice.json", "two")
+    choose("p2p_weight_choice.json", "0.1")
+    second = base_overrides("allnc", small, tmp_path, smoke=False)
+    # The second pass: the chosen weight, and the first choice of the branches as the value to beat.
+    assert p2p_weight(second) == 0.1 and run_config(PROXIES[small], second).method.gbbn.enabled
+
+    def entry(overrides: tuple[str, ...], chosen: str) -> dict:
+        return {"own": "two", "chosen": chosen, "overrides": list(overrides), "seeds": 6, "validation": {}}
+
+    kept = with_earlier_passes(entry(second, "one"), entry(first, "two"), small)
+    assert kept["chosen"] == "one" and [e["overrides"] for e in kept["earlier"]] == [list(first)]
+    # Choosing again with the same configuration replaces the pass; the earlier one stays.
+    again = with_earlier_passes(entry(second, "two"), json.loads(json.dumps(kept)), small)
+    assert again["chosen"] == "two" and [e["overrides"] for e in again["earlier"]] == [list(first)]
+    assert "earlier" not in with_earlier_passes(entry(first, "two"), entry(first, "one"), small)
+
+    scores = {value: {split: {"mean": mean, "std": 0.1, "n": 6} for split in ("top1", "many", "medium", "few")}
+              for value, mean in (("two", 31.0), ("one", 32.0))}
+    choose("branches_choice.json", "one", {"own": "two", "seeds": 6, "validation": scores, "overrides": list(second),
+                                           "earlier": [{**entry(first, "two"), "validation": scores}]})
+    record = json.loads((tmp_path / "branches_choice.json").read_text())
+    for name in ("classifier_choice.json", "p2p_weight_choice.json"):  # stand-ins without figures to publish
+        (tmp_path / name).unlink()
+    (tmp_path / "branches_choice.json").write_text(json.dumps({**record, "knob": "branches", "proxy": small,
+                                                               "split": "validation split"}))
+    publish(tmp_path, tmp_path, "RESULTS.md")
+    page = (tmp_path / "RESULTS.md").read_text()
+    assert "| AllNC | 6 | 32.0 / 32.0 / 32.0 / 32.0 | 31.0 / 31.0 / 31.0 / 31.0 | two | **one** |" not in page
+    assert "| AllNC | 6 | 31.0 / 31.0 / 31.0 / 31.0 | 32.0 / 32.0 / 32.0 / 32.0 | two | **one** |" in page
+    assert "| AllNC, *earlier pass* | 6 | 31.0 / 31.0 / 31.0 / 31.0 | 32.0 / 32.0 / 32.0 / 32.0 | two | **two** |" \
+        in page and "(a second pass)" in page
 
 
 def test_a_refined_choice_is_published_with_the_values_it_trained(tmp_path: Path) -> None:

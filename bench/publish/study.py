@@ -52,7 +52,7 @@ def choice_table(knob: str, path: Path) -> str:
     options = (f" --seeds {seeds}" if seeds != KNOBS[knob].seeds else "") + (
         f" --values {','.join(values)}" if len(values) < len(KNOBS[knob].values) else "")
     if record["proxy"] == CHOICE_PROXY:
-        after = " (the knobs above chosen)" if knob != next(iter(KNOBS)) else ""
+        after = " (the knobs above as chosen so far)" if knob != next(iter(KNOBS)) else ""
         intro = (f"The 10-class sweeps could not judge {KNOBS[knob].about}. `python -m bench.validation_choice "
                  f"--knobs {knob}{options}` trains each method's configuration{after} with each value on "
                  f"`{CHOICE_PROXY}` and ranks them on its {record['split']}, never the test split. {rule} The proxies "
@@ -62,15 +62,24 @@ def choice_table(knob: str, path: Path) -> str:
                  f"{KNOBS[knob].about} on `{record['proxy']}`'s {record['split']}: each method starts from its "
                  f"`{CHOICE_PROXY}` choices (the knobs above as refined here), and its own value is the one chosen "
                  f"there. {rule} `{record['proxy']}` trains each method with this choice.")
+    if any(entry.get("earlier") for entry in record["methods"].values()):
+        intro += (" A row marked *earlier pass* chose the knob before the knobs below it were chosen; the row above "
+                  "it chose it again with their values (a second pass), and the study trains that choice.")
     lines = [f"{intro} Source: `{shown(path)}`.", "",
              "| method | seeds | " + " | ".join(f"{value}: overall / Many / Medium / Few (%)" for value in values)
              + " | own | chosen |", "|---|---|" + "---|" * len(values) + "---|---|"]
     for method, entry in record["methods"].items():
-        cells = [" / ".join(f"{entry['validation'][value][split]['mean']:.1f}" for split in SPLITS)
-                 if value in entry["validation"] else "not trained" for value in values]
-        lines.append(f"| {display_name(method)} | {entry['seeds']} | {' | '.join(cells)} | {entry['own']} "
-                     f"| **{entry['chosen']}** |")
+        lines.append(choice_row(display_name(method), entry, values))
+        lines += [choice_row(f"{display_name(method)}, *earlier pass*", before, values)
+                  for before in reversed(entry.get("earlier", []))]
     return "\n".join(lines)
+
+
+def choice_row(label: str, entry: dict, values: list[str]) -> str:
+    """One pass of a method's choice: its validation accuracy with each value, its own value and the choice."""
+    cells = [" / ".join(f"{entry['validation'][value][split]['mean']:.1f}" for split in SPLITS)
+             if value in entry["validation"] else "not trained" for value in values]
+    return f"| {label} | {entry['seeds']} | {' | '.join(cells)} | {entry['own']} | **{entry['chosen']}** |"
 
 
 def acceptance(methods: dict) -> list[str]:
