@@ -12,7 +12,7 @@ from allnc_dist.sweep.results import format_value
 from allnc_dist.sweep.spec import load_sweep
 from bench.publish.formatting import shown
 from bench.tuned_study import (CHOICE_PROXY, KNOBS, METHODS, PROXIES, SPLITS, SWEEP_SPECS, SWEPT, best_file,
-                               choice_file, tuned_file)
+                               choice_file, run_config, tuned_file)
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) with GBBN, without HyCon and P2P",
          "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_two_branches": "AllNC (chosen) with GBBN",
@@ -52,7 +52,7 @@ def choice_table(knob: str, path: Path) -> str:
     options = (f" --seeds {seeds}" if seeds != KNOBS[knob].seeds else "") + (
         f" --values {','.join(values)}" if len(values) < len(KNOBS[knob].values) else "")
     if record["proxy"] == CHOICE_PROXY:
-        after = " (the knobs above as chosen so far)" if knob != next(iter(KNOBS)) else ""
+        after = " (every other knob at its choice so far)" if knob != next(iter(KNOBS)) else ""
         intro = (f"The 10-class sweeps could not judge {KNOBS[knob].about}. `python -m bench.validation_choice "
                  f"--knobs {knob}{options}` trains each method's configuration{after} with each value on "
                  f"`{CHOICE_PROXY}` and ranks them on its {record['split']}, never the test split. {rule} The proxies "
@@ -63,16 +63,28 @@ def choice_table(knob: str, path: Path) -> str:
                  f"`{CHOICE_PROXY}` choices (the knobs above as refined here), and its own value is the one chosen "
                  f"there. {rule} `{record['proxy']}` trains each method with this choice.")
     if any(entry.get("earlier") for entry in record["methods"].values()):
-        intro += (" A row marked *earlier pass* chose the knob before the knobs below it were chosen; the row above "
-                  "it chose it again with their values (a second pass), and the study trains that choice.")
+        intro += (" A row marked *earlier pass* chose the knob before the knobs it names were chosen, with the values "
+                  "it names; the row above it chose it again with their chosen values (a second pass), and the study "
+                  "trains that choice.")
     lines = [f"{intro} Source: `{shown(path)}`.", "",
              "| method | seeds | " + " | ".join(f"{value}: overall / Many / Medium / Few (%)" for value in values)
              + " | own | chosen |", "|---|---|" + "---|" * len(values) + "---|---|"]
     for method, entry in record["methods"].items():
         lines.append(choice_row(display_name(method), entry, values))
-        lines += [choice_row(f"{display_name(method)}, *earlier pass*", before, values)
-                  for before in reversed(entry.get("earlier", []))]
+        for before in reversed(entry.get("earlier", [])):
+            label = f"{display_name(method)}, *earlier pass* ({other_knobs(knob, record['proxy'], before, entry)})"
+            lines.append(choice_row(label, before, values))
     return "\n".join(lines)
+
+
+def other_knobs(knob: str, proxy_name: str, before: dict, entry: dict) -> str:
+    """The other knobs' values an earlier pass trained with, where the later pass had others."""
+    def values(pass_: dict) -> dict[str, str]:
+        method = run_config(PROXIES[proxy_name], pass_["overrides"]).method
+        return {name: other.value_of(method) for name, other in KNOBS.items() if name != knob}
+
+    earlier, later = values(before), values(entry)
+    return ", ".join(f"{name} {value}" for name, value in earlier.items() if value != later[name])
 
 
 def choice_row(label: str, entry: dict, values: list[str]) -> str:
