@@ -105,9 +105,9 @@ def with_earlier_passes(entry: dict, before: dict | None, proxy_name: str) -> di
     (the knobs after this one chosen since), so that the record shows what each pass saw."""
     if before is None:
         return entry
-    earlier = before.pop("earlier", [])
+    earlier = list(before.get("earlier", []))
     if not same_configuration(PROXIES[proxy_name], before["overrides"], entry["overrides"]):
-        earlier.append(before)
+        earlier.append({key: value for key, value in before.items() if key != "earlier"})
     return {**entry, "earlier": earlier} if earlier else entry
 
 

@@ -304,7 +304,7 @@ def test_a_second_pass_chooses_a_knob_with_the_later_choices_and_keeps_the_first
     kept = with_earlier_passes(entry(second, "one"), entry(first, "two"), small)
     assert kept["chosen"] == "one" and [e["overrides"] for e in kept["earlier"]] == [list(first)]
     # Choosing again with the same configuration replaces the pass; the earlier one stays.
-    again = with_earlier_passes(entry(second, "two"), json.loads(json.dumps(kept)), small)
+    again = with_earlier_passes(entry(second, "two"), kept, small)
     assert again["chosen"] == "two" and [e["overrides"] for e in again["earlier"]] == [list(first)]
     assert "earlier" not in with_earlier_passes(entry(first, "two"), entry(first, "one"), small)
 
