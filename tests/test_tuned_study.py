@@ -324,6 +324,15 @@ def test_a_second_pass_chooses_a_knob_with_the_later_choices_and_keeps_the_first
     earlier = "| AllNC, *earlier pass* (p2p_weight 1) | 6 | 31.0 / 31.0 / 31.0 / 31.0 | 32.0 / 32.0 / 32.0 / 32.0 |"
     assert f"{earlier} two | **two** |" in page and "(a second pass)" in page
 
+    # A pass that differs from the next only in the knob's own starting value names no other knob.
+    record = json.loads((tmp_path / "branches_choice.json").read_text())
+    record["methods"]["allnc"]["earlier"][0]["overrides"] = [*second, "method.gbbn.enabled=false"]
+    record["methods"]["allnc"]["earlier"][0]["own"] = "one"
+    (tmp_path / "branches_choice.json").write_text(json.dumps(record))
+    publish(tmp_path, tmp_path, "RESULTS.md")
+    assert "| AllNC, *earlier pass* | 6 | 31.0 / 31.0 / 31.0 / 31.0 | 32.0 / 32.0 / 32.0 / 32.0 | one | **two** |" \
+        in (tmp_path / "RESULTS.md").read_text()
+
 
 def test_a_refined_choice_is_published_with_the_values_it_trained(tmp_path: Path) -> None:
     def scores(top1: float) -> dict:

@@ -63,16 +63,17 @@ def choice_table(knob: str, path: Path) -> str:
                  f"`{CHOICE_PROXY}` choices (the knobs above as refined here), and its own value is the one chosen "
                  f"there. {rule} `{record['proxy']}` trains each method with this choice.")
     if any(entry.get("earlier") for entry in record["methods"].values()):
-        intro += (" A row marked *earlier pass* chose the knob before the knobs it names were chosen, with the values "
-                  "it names; the row above it chose it again with their chosen values (a second pass), and the study "
-                  "trains that choice.")
+        intro += (" A row marked *earlier pass* chose the knob from another starting point: the other knobs' values "
+                  "it names (before they were chosen), or its own value; the row above it chose it again from the "
+                  "choices made since (a second pass), and the study trains that choice.")
     lines = [f"{intro} Source: `{shown(path)}`.", "",
              "| method | seeds | " + " | ".join(f"{value}: overall / Many / Medium / Few (%)" for value in values)
              + " | own | chosen |", "|---|---|" + "---|" * len(values) + "---|---|"]
     for method, entry in record["methods"].items():
         lines.append(choice_row(display_name(method), entry, values))
         for before in reversed(entry.get("earlier", [])):
-            label = f"{display_name(method)}, *earlier pass* ({other_knobs(knob, record['proxy'], before, entry)})"
+            named = other_knobs(knob, record["proxy"], before, entry)
+            label = f"{display_name(method)}, *earlier pass*" + (f" ({named})" if named else "")
             lines.append(choice_row(label, before, values))
     return "\n".join(lines)
 
