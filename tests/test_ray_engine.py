@@ -24,7 +24,7 @@ from listeners import descendants, is_loopback, listening_sockets
 from allnc_dist.config import load_config
 from allnc_dist.engine.checkpoint import load_checkpoint
 from allnc_dist.engine.faults import INJECTED_FAULT_EXIT
-from allnc_dist.engine.ray_driver import ensure_ray, fit_on_ray, ray_run_name
+from allnc_dist.engine.ray_driver import ensure_ray, fit_on_ray, ray_run_name, rendezvous_file_prefix
 from allnc_dist.engine.trainer import train_locally
 from allnc_dist.tracking import MlflowServer, RunDirectory
 from tests.cli import allnc
@@ -109,7 +109,8 @@ def test_two_workers_hold_identical_parameters_and_class_means_after_every_step(
 
 def test_the_file_the_workers_met_through_goes_when_they_stop(zero1):
     # Both workers ran on this node, so they met through a file store in its temp folder, named for the run.
-    assert not list(Path(tempfile.gettempdir()).glob(f"allnc-rendezvous-{ray_run_name(zero1.run_dir.path)}-*"))
+    prefix = rendezvous_file_prefix(ray_run_name(zero1.run_dir.path))
+    assert not list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))
 
 
 def test_two_workers_with_batch_b_equal_one_worker_with_batch_2b(zero1, digits_shards, tmp_path):

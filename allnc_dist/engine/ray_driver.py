@@ -141,9 +141,14 @@ def rendezvous_config(mode: str, run_name: str):
     return NodeAwareTorchConfig()
 
 
+def rendezvous_file_prefix(run_name: str) -> str:
+    """What the names of run `run_name`'s file stores start with (one per start of its worker group)."""
+    return f"allnc-rendezvous-{run_name}-"
+
+
 def rendezvous_file_name(run_name: str) -> str:
     """The file store's name for one start of run `run_name`'s worker group."""
-    return f"allnc-rendezvous-{run_name}-{uuid.uuid4().hex}"
+    return rendezvous_file_prefix(run_name) + uuid.uuid4().hex
 
 
 def remove_on_any_worker(worker_group, path: str) -> None:
@@ -253,15 +258,16 @@ def fit_on_ray(cfg: RunConfig, run_dir: str | Path, callbacks: list | None = Non
     nodes = alive_node_addresses()
     check_multi_node_storage(cfg, nodes)
     quiet_ray_train()
+    name = ray_run_name(run_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
                            # A rank 0 on another node keeps the run folder in its own scratch (ray_runtime.py).
                            "driver_node_id": this_node_id(), "fit_id": uuid.uuid4().hex},
         scaling_config=scaling_config(d, resources),
-        run_config=RayRunConfig(name=ray_run_name(run_dir), storage_path=storage,
+        run_config=RayRunConfig(name=name, storage_path=storage,
                                 failure_config=FailureConfig(max_failures=d.max_failures), callbacks=callbacks),
-        torch_config=rendezvous_config(d.rendezvous, ray_run_name(run_dir)),
+        torch_config=rendezvous_config(d.rendezvous, name),
     )
     try:
         result = trainer.fit()  # Ray Train V2 raises a failed run's error here
