@@ -7,11 +7,12 @@
 
 The first form is the design study behind the paper form's P2P (docs/method.md): 10 classes, 5 with 100
 samples and 5 with 1, full batch; CE, LA, AllNC's default and variants of its paper form. The second
-is the study across imbalance ratios (docs/RESULTS.md): CE, AllNC, AllNC-paper, and the paper form's
-P2P only and HyCon only at IR 1, 10, 100, 1000, with 5 majority classes of IR samples and 5 minority
-classes of 1 sample, trained on mini-batches. The third is the study across class counts: CE, AllNC
-and AllNC-paper at K = 10, 100, 1000 (half majority classes of 10 samples, half minority classes of 1,
-D = K), the check that the losses keep their balance at any K.
+is the study across imbalance ratios (docs/RESULTS.md): CE, AllNC, AllNC with the Gram gap in its P2P
+(`contrastive_gram`), AllNC-paper, and the paper form's P2P only and HyCon only at IR 1, 10, 100, 1000,
+with 5 majority classes of IR samples and 5 minority classes of 1 sample, trained on mini-batches. The
+third is the study across class counts: CE, AllNC, AllNC with the gap and AllNC-paper at K = 10, 100,
+1000 (half majority classes of 10 samples, half minority classes of 1, D = K), the check that the losses
+keep their balance at any K.
 
 Both print, per cell, the Few (minority) classes' mean pairwise cosine of the centred classifier
 vectors and of the centred class means (ideal -1/(K-1) = -0.111, collapse = +1) and more.
@@ -40,6 +41,9 @@ FEW = list(range(NUM_MAJORITY, NUM_MAJORITY + NUM_MINORITY))
 # ---------------------------------------------------------------- the design study (full batch, IR 100)
 COUNTS = [100] * NUM_MAJORITY + [1] * NUM_MINORITY
 STUDY_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality")
+# AllNC's default with the Gram gap added to its contrastive P2P, which alone leaves the Few classes at
+# their own simplex, past the simplex angle.
+DEFAULT_WITH_GAP = {"preset": "allnc", "p2p": {"form": "contrastive_gram"}}
 # name -> (method config fields, steps to convergence)
 # The AllNC variants are METHOD.md's form (allnc_paper) with one change each, and AllNC's default (the
 # digits-LT sweep's choice; with GBBN off as everywhere here: LA, contrastive P2P, no HyCon).
@@ -51,6 +55,7 @@ STUDY_VARIANTS = {
     "AllNC-paper (P2P mse_gram)": (PAPER, 1200),
     "AllNC-paper, prototype-only HyCon": ({**PAPER, "hycon": {"negatives": "prototypes"}}, 1200),
     "AllNC (default)": ({"preset": "allnc"}, 2000),
+    "AllNC (default), P2P contrastive_gram": (DEFAULT_WITH_GAP, 1200),
 }
 
 # ------------------------------------------------------------------------ the imbalance-ratio grid
@@ -58,6 +63,7 @@ RATIOS = (1, 10, 100, 1000)
 GRID_VARIANTS = {
     "CE": {"preset": "ce"},
     "AllNC": {"preset": "allnc"},
+    "AllNC + gap": DEFAULT_WITH_GAP,
     "AllNC-paper": PAPER,
     "P2P only": {**PAPER, "hycon": {"weight": 0.0}},
     "HyCon only": {**PAPER, "p2p": {"weight": 0.0}},
@@ -149,7 +155,8 @@ def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict) -> di
 
 # ------------------------------------------------------------------------- the class-count grid
 CLASS_COUNTS_K = (10, 100, 1000)
-CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": {"preset": "allnc"}, "AllNC-paper": PAPER}
+CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": {"preset": "allnc"}, "AllNC + gap": DEFAULT_WITH_GAP,
+                       "AllNC-paper": PAPER}
 CLASS_GRID_MAJORITY_SAMPLES = 10
 CLASS_GRID_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality", "nc3")
 

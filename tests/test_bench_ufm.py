@@ -8,7 +8,7 @@ import pytest
 from tests.bench_run import run_bench
 
 SMOKE_RATIOS = ("1", "100")
-VARIANTS = ("CE", "AllNC", "AllNC-paper", "P2P only", "HyCon only")
+VARIANTS = ("CE", "AllNC", "AllNC + gap", "AllNC-paper", "P2P only", "HyCon only")
 KEYS = ("few_cos_classifier", "few_cos_means", "nc3", "few_self_duality")
 
 
@@ -39,3 +39,4 @@ def test_minority_collapse_needs_imbalance_and_allnc_prevents_it(smoke_grid):
     # At IR 100 the CE minority classifiers crowd together; AllNC keeps them apart.
     assert imbalanced["CE"]["few_cos_classifier"]["mean"] > 0.5
     assert imbalanced["AllNC"]["few_cos_classifier"]["mean"] < 0.0
+    assert imbalanced["AllNC + gap"]["few_cos_classifier"]["mean"] < 0.0

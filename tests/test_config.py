@@ -48,7 +48,8 @@ def test_out_of_range_value_names_the_field_and_the_bound():
 
 
 def test_bad_choice_lists_the_allowed_values():
-    with pytest.raises(ConfigError, match="method.p2p.form: Input should be 'contrastive' or 'mse_gram'"):
+    allowed = "'contrastive', 'contrastive_gram' or 'mse_gram'"
+    with pytest.raises(ConfigError, match=f"method.p2p.form: Input should be {allowed}"):
         load_config(None, ["method.p2p.form=cosine"])
 
 

@@ -45,7 +45,7 @@ def initial_loss_parts(k, d, form, seed=0):
     return parts.values()
 
 
-@pytest.mark.parametrize("form", ["mse_gram", "contrastive"])
+@pytest.mark.parametrize("form", ["mse_gram", "contrastive", "contrastive_gram"])
 def test_auxiliary_terms_and_total_keep_their_size_across_k(form):
     parts = {k: initial_loss_parts(k, d, form) for k, d in SHAPES}
     for name in ("hycon", "p2p", "total"):
@@ -81,7 +81,7 @@ def test_the_gram_term_is_zero_at_its_target_in_both_regimes():
     squeezed = harmonic.clone()
     squeezed[3:] = torch.nn.functional.normalize(squeezed[3:] + 2 * squeezed[3:].mean(0), dim=1)
     assert etf_gap(squeezed).item() > 0.05
-    assert p2p_target(6, 2, "mse_gram") == "tight_frame"
+    assert p2p_target(6, 2, "mse_gram") == p2p_target(6, 2, "contrastive_gram") == "tight_frame"
     assert p2p_target(6, 2, "contrastive") == "uniform_spread"
 
 

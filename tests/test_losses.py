@@ -65,7 +65,7 @@ def test_hycon_hand_computed_single_pair():
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("form", ["contrastive", "mse_gram"])
+@pytest.mark.parametrize("form", ["contrastive", "contrastive_gram", "mse_gram"])
 def test_p2p_gradcheck(form):
     m = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
@@ -89,6 +89,19 @@ def test_p2p_contrastive_minimal_at_etf(k):
     assert p2p_loss(squeezed, squeezed, 0.1, "contrastive").item() > at_etf * 10
     # Misaligned means and classifier cost more too.
     assert p2p_loss(etf, etf.roll(1, 0), 0.1, "contrastive").item() > 1.0
+
+
+def test_p2p_contrastive_hardly_tells_two_orthogonal_simplices_from_the_etf_and_the_gram_gap_does():
+    """K = 10 as two orthogonal simplices of 5 (cosine -1/4 within a group, 0 across): the layout the
+    UFM's Few classes settle in under the contrastive form (docs/method.md)."""
+    groups = torch.zeros(10, 16, dtype=torch.float64)
+    groups[:5, :8], groups[5:, 8:] = simplex_etf(5, 8, dtype=torch.float64), simplex_etf(5, 8, dtype=torch.float64)
+    etf = simplex_etf(10, 16, dtype=torch.float64)
+    contrastive = [p2p_loss(x, x, 0.1, "contrastive").item() for x in (etf, groups)]
+    assert 0 < contrastive[1] - contrastive[0] < 2e-4
+    # The gap by hand: 40 ordered pairs at -1/4 and 50 at 0, against -1/9: (40 (5/36)^2 + 50 (1/9)^2) / 90.
+    assert p2p_loss(groups, groups, 0.1, "contrastive_gram").item() - contrastive[1] == pytest.approx(5 / 324)
+    assert p2p_loss(etf, etf, 0.1, "contrastive_gram").item() == pytest.approx(contrastive[0], abs=1e-12)
 
 
 def test_p2p_mse_gram_is_zero_at_etf_and_positive_when_squeezed():

@@ -138,6 +138,8 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     assert classifier["own"] == "linear" and classifier["chosen"] == chosen_value(classifier["validation"], "linear")
     assert branches["own"] == "two" and f"branches, allnc: {branches['chosen']}" in printed
     assert p2p["own"] == "1" and f"p2p_weight, allnc: {p2p['chosen']}" in printed
+    form = json.loads((out / "p2p_form_choice.json").read_text())["methods"]["allnc"]
+    assert form["own"] == "contrastive" and f"p2p_form, allnc: {form['chosen']}" in printed
 
     def run_config(knob: str, value: str) -> dict:
         return yaml.safe_load((out / "runs" / f"{knob}_choice" / "allnc" / value / "allnc" / "seed0"
@@ -154,7 +156,12 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
         method = run_config("p2p_weight", value)["method"]
         assert method["p2p"]["weight"] == float(value) and method["classifier"] == classifier["chosen"]
         assert method["gbbn"]["enabled"] is (branches["chosen"] == "two")
-    for knob, value in (("classifier", "linear"), ("branches", "one"), ("p2p_weight", "0.3")):
+    for value in ("contrastive", "contrastive_gram"):
+        # P2P's form is chosen with its weight already chosen.
+        method = run_config("p2p_form", value)["method"]
+        assert method["p2p"]["form"] == value and method["p2p"]["weight"] == float(p2p["chosen"])
+    for knob, value in (("classifier", "linear"), ("branches", "one"), ("p2p_weight", "0.3"),
+                        ("p2p_form", "contrastive_gram")):
         # Ranked on the validation split, never the test split.
         config = run_config(knob, value)
         assert config["train"]["eval_split"] == "val" and config["data"]["val_per_class"] == 20
@@ -166,6 +173,7 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     assert study["method"]["classifier"] == classifier["chosen"] and study["train"]["eval_split"] == "test"
     assert study["method"]["gbbn"]["enabled"] is (branches["chosen"] == "two")
     assert study["method"]["p2p"]["weight"] == float(p2p["chosen"])
+    assert study["method"]["p2p"]["form"] == form["chosen"]
     assert not any(o.startswith(("method.classifier", "method.gbbn.enabled", "method.p2p.weight"))
                    for o in chosen_overrides("allnc", "digits_lt", out))
     publish(out, out, "RESULTS.md")

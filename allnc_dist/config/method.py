@@ -53,10 +53,11 @@ class HyConConfig(Section):
 class P2PConfig(Section):
     weight: float = Field(1.0, ge=0.0, description="lambda_p")
     tau: float = Field(0.1, gt=0.0)
-    form: Literal["contrastive", "mse_gram"] = Field(
+    form: Literal["contrastive", "contrastive_gram", "mse_gram"] = Field(
         "mse_gram",
         description="mse_gram: alignment ||M_k - W_k||^2 + ETF Gram regulariser (allnc_paper's; robust in the UFM "
-        "study); contrastive: the bidirectional CE of METHOD's first formula (the allnc preset's, chosen by sweep).",
+        "study); contrastive: the bidirectional CE of METHOD's first formula (the allnc preset's, chosen by sweep); "
+        "contrastive_gram: contrastive + the same Gram regulariser (reaches the simplex angle in the UFM).",
     )
 
 

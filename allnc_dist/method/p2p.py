@@ -14,6 +14,11 @@ The target geometry depends on K' (classes seen) and D:
   directions), the most even spread that R^D allows; its unreachable part (`tight_frame_floor`) is
   subtracted, so the term is 0 at its optimum. The contrastive form aims at the uniform spread that
   minimises it. `p2p_target` names the target, and every run's report states it.
+
+The contrastive form alone hardly tells the simplex from other well-separated layouts: at tau = 0.1 its
+value at two orthogonal simplices of K/2 classes each is within about 1e-4 of its value at the ETF, so
+with an imbalanced classification loss the Few classes settle at their own simplex (cosine -1/(K/2 - 1),
+docs/method.md). `contrastive_gram` adds the Gram gap of `mse_gram` to it, which separates the two.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-P2PForm = Literal["contrastive", "mse_gram"]
+P2PForm = Literal["contrastive", "contrastive_gram", "mse_gram"]
 
 
 def p2p_loss(
@@ -35,8 +40,9 @@ def p2p_loss(
 ) -> torch.Tensor:
     """P2P over the K' classes given (rows of both (K', D) inputs correspond).
 
-    contrastive: (1/2K') sum_k [CE(M_k W^T / tau, k) + CE(W_k M^T / tau, k)] on normalised rows.
-    mse_gram:    mean_k ||M_k - W_k||^2 + etf_gap(W), the default (see docs/method.md for why).
+    contrastive:      (1/2K') sum_k [CE(M_k W^T / tau, k) + CE(W_k M^T / tau, k)] on normalised rows.
+    contrastive_gram: contrastive + etf_gap(W).
+    mse_gram:         mean_k ||M_k - W_k||^2 + etf_gap(W), the field's default (docs/method.md says why).
     """
     means = F.normalize(centred_means, dim=1)
     classifier = F.normalize(centred_classifier, dim=1)
@@ -44,7 +50,8 @@ def p2p_loss(
         return (means - classifier).pow(2).sum(1).mean() + etf_gap(classifier)
     logits = means @ classifier.T / tau
     target = torch.arange(len(logits), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    contrastive = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    return contrastive + etf_gap(classifier) if form == "contrastive_gram" else contrastive
 
 
 def etf_gap(unit_rows: torch.Tensor) -> torch.Tensor:
@@ -79,10 +86,10 @@ def tight_frame_floor(num_classes: int, dim: int) -> float:
 
 def p2p_target(num_classes: int, dim: int, form: P2PForm) -> str:
     """The geometry P2P drives the classes towards: 'simplex_etf' when K <= D + 1, else 'tight_frame'
-    (mse_gram) or 'uniform_spread' (contrastive), since no simplex ETF fits in R^D."""
+    (the forms with the Gram gap) or 'uniform_spread' (contrastive), since no simplex ETF fits in R^D."""
     if num_classes <= dim + 1:
         return "simplex_etf"
-    return "tight_frame" if form == "mse_gram" else "uniform_spread"
+    return "uniform_spread" if form == "contrastive" else "tight_frame"
 
 
 def p2p_lower_bound(num_classes: int, tau: float) -> float:

@@ -16,6 +16,7 @@ from bench.tuned_study import (CHOICE_PROXY, KNOBS, METHODS, PROXIES, SPLITS, SW
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) with GBBN, without HyCon and P2P",
          "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_two_branches": "AllNC (chosen) with GBBN",
+         "allnc_gram": "AllNC (chosen), P2P with the Gram gap",
          "allnc_cosine": "AllNC (chosen), cosine classifier",
          "la_cosine": "LA, cosine classifier", "ldam_without_drw": "LDAM-DRW without DRW",
          "allnc_linear": "AllNC (chosen), linear classifier", "la_linear": "LA, linear classifier",
