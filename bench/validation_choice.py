@@ -1,17 +1,17 @@
 """Issue 13's choices at 100 classes and up: the knobs the 10-class sweeps could not judge, on a validation split.
 
 For each knob of KNOBS in turn (bench/tuned_study.py: the classifier, then AllNC's branches, then P2P's
-weight), each of the knob's methods trains its configuration (every knob at its choice so far) with
+weight, then its form), each of the knob's methods trains its configuration (every knob at its choice so far) with
 every value of the knob on synthetic-100, and the values are ranked on its validation split (never the test
 split).
 
-    python -m bench.validation_choice                         # every knob: 16 + 12 + 24 runs, under an hour here
+    python -m bench.validation_choice                         # every knob: 16 + 12 + 24 + 12 runs
     python -m bench.validation_choice --knobs branches        # one knob (the ones before it must have run)
     python -m bench.validation_choice --smoke --out /tmp/choice   # tiny version, for the tests
 
 The digits-LT sweeps had 10 classes, and the study's test splits showed the classifier and AllNC's
 bilateral network deciding the Few classes at 100 and 1000 classes; without the bilateral network, P2P
-is the only auxiliary part AllNC keeps, at a weight chosen with it. This is the search over those
+is the only auxiliary part AllNC keeps, at a weight and in a form chosen with it. This is the search over those
 knobs, on a validation split with 100 classes (data.val_per_class images per class, drawn apart from
 the training and test splits), with the same budget for every method: each value trains with train.seed
 0..N-1 (N: the knob's `seeds`), and a method keeps its own value unless another's mean validation

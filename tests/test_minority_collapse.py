@@ -16,6 +16,7 @@ import pytest
 from allnc_dist.analysis.unconstrained_features import train_unconstrained_features
 from allnc_dist.config import MethodConfig
 from allnc_dist.metrics import nc_metrics
+from bench.ufm_study import DEFAULT_WITH_GAP
 
 COUNTS = [100] * 5 + [1] * 5
 FEW = list(range(5, 10))
@@ -26,7 +27,7 @@ SEEDS = range(5)
 # self-duality is still rising at 800 steps (0.5 to 0.76) and settles by 2000 (0.97 to 1.00); with the
 # Gram gap it settles by 1200 (800 and 2000 steps give the same cosines to 0.002).
 STEPS = {"ce": 1500, "la": 2500, "allnc_paper": 800, "allnc": 2000, "allnc_gram": 1200}
-VARIANTS = {"allnc_gram": {"preset": "allnc", "p2p": {"form": "contrastive_gram"}}}  # else a preset
+VARIANTS = {"allnc_gram": DEFAULT_WITH_GAP}  # else a preset
 TARGET = -1.0 / (len(COUNTS) - 1)
 
 
