@@ -30,7 +30,7 @@ from allnc_dist.method.classification import log_prior
 from allnc_dist.method.network import BranchedNetwork, build_network
 from allnc_dist.metrics import accuracy_by_split, class_splits
 from allnc_dist.tracking import RunDirectory
-from bench.tuned_study import PROXIES, same_configuration, tuned_file, variant
+from bench.tuned_study import OVERRIDES_FILE, PROXIES, same_configuration, tuned_file, variant
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -71,10 +71,15 @@ def one_seed(run_dir: RunDirectory, data: LongTailData, prior_log: torch.Tensor,
     return accuracies, row_norms(network, splits)
 
 
-def method_runs(work: Path, method: str) -> list[RunDirectory]:
-    """The finished seeds of one method of the study (a report means the run finished)."""
-    seeds = sorted((work / method / variant(method)).glob("seed*"))
-    return [RunDirectory(path) for path in seeds if RunDirectory(path).report_path.exists()]
+def method_runs(work: Path, method: str, overrides: list[str], proxy: str) -> list[RunDirectory]:
+    """The finished seeds (a report means the run finished) of the study entry's configuration: in the
+    method's own folder, or in another row's where the study took that row's runs (collect_proxy)."""
+    folders = sorted(work.glob("*/" + OVERRIDES_FILE), key=lambda path: path.parent.name != method)
+    for folder in (path.parent for path in folders):
+        if same_runs(json.loads((folder / OVERRIDES_FILE).read_text()), overrides, proxy):
+            seeds = sorted((folder / variant(method)).glob("seed*"))
+            return [RunDirectory(path) for path in seeds if RunDirectory(path).report_path.exists()]
+    return []
 
 
 def mean_over_seeds(per_seed: list[dict[float, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -101,7 +106,7 @@ def main() -> None:
     recorded = json.loads(path.read_text())["methods"] if path.exists() else {}
     data, results = None, {}
     for method, entry in json.loads(study.read_text())["methods"].items():  # the study table's, not stale folders
-        runs = method_runs(work, method)
+        runs = method_runs(work, method, entry["overrides"], args.proxy)
         if not runs:
             # Without run folders here, the recorded entry stays while it is of the runs the study table shows.
             kept = recorded.get(method)

@@ -87,7 +87,7 @@ GBBN_PATHS = {
     "allnc_shared_sampler": (["method.preset=allnc_paper", "method.gbbn.shared_stage=true"],
                              "(d) one shared last stage, re-balanced by sampler"),
     "allnc_default": (["method.preset=allnc"],
-                      "(e) AllNC's default: path (c) with LA, contrastive P2P and no HyCon"),
+                      "(e) AllNC's default: path (c) with LA, P2P contrastive + Gram gap, no HyCon"),
     # With the choices of bench/validation_choice.py: AllNC on one branch (as chosen at 1000 classes) and
     # two (at 100), and LA, each with the cosine classifier. λ_p scales P2P's loss, not its work.
     "allnc_one_branch_cosine": (["method.preset=allnc", "method.gbbn.enabled=false", "method.classifier=cosine"],

@@ -6,13 +6,17 @@
     python -m bench.ufm_study --class-grid [--seeds 5] [--out bench/results/ufm_classes.json]
 
 The first form is the design study behind the paper form's P2P (docs/method.md): 10 classes, 5 with 100
-samples and 5 with 1, full batch; CE, LA, AllNC's default and variants of its paper form. The second
-is the study across imbalance ratios (docs/RESULTS.md): CE, AllNC, AllNC with the Gram gap in its P2P
-(`contrastive_gram`), AllNC-paper, and the paper form's P2P only and HyCon only at IR 1, 10, 100, 1000,
-with 5 majority classes of IR samples and 5 minority classes of 1 sample, trained on mini-batches. The
-third is the study across class counts: CE, AllNC, AllNC with the gap and AllNC-paper at K = 10, 100,
-1000 (half majority classes of 10 samples, half minority classes of 1, D = K), the check that the losses
-keep their balance at any K.
+samples and 5 with 1, full batch; CE, LA, AllNC's default, the default without the Gram gap in its P2P
+and variants of its paper form. The second is the study across imbalance ratios (docs/RESULTS.md): CE,
+AllNC, AllNC without the gap (P2P `contrastive`), AllNC-paper, and the paper form's P2P only and HyCon
+only at IR 1, 10, 100, 1000, with 5 majority classes of IR samples and 5 minority classes of 1 sample,
+trained on mini-batches. The third is the study across class counts: CE, AllNC, AllNC without the gap
+and AllNC-paper at K = 10, 100, 1000 (half majority classes of 10 samples, half minority classes of 1,
+D = K), the check that the losses keep their balance at any K:
+
+    python -m bench.ufm_study --class-grid --classes 1000 --seeds 1 --steps 2000 --variants "AllNC,AllNC without gap"
+
+adds (or replaces) the cells it names and keeps the other cells of bench/results/ufm_classes.json.
 
 Both print, per cell, the Few (minority) classes' mean pairwise cosine of the centred classifier
 vectors and of the centred class means (ideal -1/(K-1) = -0.111, collapse = +1) and more.
@@ -41,12 +45,14 @@ FEW = list(range(NUM_MAJORITY, NUM_MAJORITY + NUM_MINORITY))
 # ---------------------------------------------------------------- the design study (full batch, IR 100)
 COUNTS = [100] * NUM_MAJORITY + [1] * NUM_MINORITY
 STUDY_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality")
-# AllNC's default with the Gram gap added to its contrastive P2P, which alone leaves the Few classes at
-# their own simplex, past the simplex angle.
-DEFAULT_WITH_GAP = {"preset": "allnc", "p2p": {"form": "contrastive_gram"}}
+# AllNC's default (the digits-LT sweep's choice with the Gram gap; with GBBN off as everywhere here: LA,
+# P2P contrastive + Gram gap, no HyCon), and the default without the gap: the contrastive P2P the sweep
+# chose, which alone leaves the Few classes at their own simplex, past the simplex angle.
+DEFAULT = {"preset": "allnc"}
+WITHOUT_GAP = {"preset": "allnc", "p2p": {"form": "contrastive"}}
 # name -> (method config fields, steps to convergence)
-# The AllNC variants are METHOD.md's form (allnc_paper) with one change each, and AllNC's default (the
-# digits-LT sweep's choice; with GBBN off as everywhere here: LA, contrastive P2P, no HyCon).
+# The AllNC variants are METHOD.md's form (allnc_paper) with one change each, and AllNC's default with and
+# without the gap.
 STUDY_VARIANTS = {
     "CE": ({"preset": "ce"}, 4000),
     "LA": ({"preset": "la"}, 4000),
@@ -54,16 +60,16 @@ STUDY_VARIANTS = {
     "AllNC-paper, P2P contrastive, tau_p=1": ({**PAPER, "p2p": {"form": "contrastive", "tau": 1.0}}, 3000),
     "AllNC-paper (P2P mse_gram)": (PAPER, 1200),
     "AllNC-paper, prototype-only HyCon": ({**PAPER, "hycon": {"negatives": "prototypes"}}, 1200),
-    "AllNC (default)": ({"preset": "allnc"}, 2000),
-    "AllNC (default), P2P contrastive_gram": (DEFAULT_WITH_GAP, 1200),
+    "AllNC (default)": (DEFAULT, 1200),
+    "AllNC (default) without the gap": (WITHOUT_GAP, 2000),
 }
 
 # ------------------------------------------------------------------------ the imbalance-ratio grid
 RATIOS = (1, 10, 100, 1000)
 GRID_VARIANTS = {
     "CE": {"preset": "ce"},
-    "AllNC": {"preset": "allnc"},
-    "AllNC + gap": DEFAULT_WITH_GAP,
+    "AllNC": DEFAULT,
+    "AllNC without gap": WITHOUT_GAP,
     "AllNC-paper": PAPER,
     "P2P only": {**PAPER, "hycon": {"weight": 0.0}},
     "HyCon only": {**PAPER, "p2p": {"weight": 0.0}},
@@ -155,8 +161,7 @@ def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict) -> di
 
 # ------------------------------------------------------------------------- the class-count grid
 CLASS_COUNTS_K = (10, 100, 1000)
-CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": {"preset": "allnc"}, "AllNC + gap": DEFAULT_WITH_GAP,
-                       "AllNC-paper": PAPER}
+CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": DEFAULT, "AllNC without gap": WITHOUT_GAP, "AllNC-paper": PAPER}
 CLASS_GRID_MAJORITY_SAMPLES = 10
 CLASS_GRID_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality", "nc3")
 
@@ -169,7 +174,7 @@ def class_grid_protocol(num_classes: int, steps: int) -> dict:
             "weight_decay": PROTOCOL["weight_decay"] * (10 / num_classes) ** 0.5}
 
 
-def run_class_grid(seeds: int, steps: int, sizes: tuple[int, ...]) -> dict:
+def run_class_grid(seeds: int, steps: int, sizes: tuple[int, ...], variants: tuple[str, ...]) -> dict:
     start = time.perf_counter()
     results = {}
     for k in sizes:
@@ -178,8 +183,8 @@ def run_class_grid(seeds: int, steps: int, sizes: tuple[int, ...]) -> dict:
         few = list(range(majority, k))
         protocol = class_grid_protocol(k, steps)
         results[str(k)] = {}
-        for name, fields in CLASS_GRID_VARIANTS.items():
-            cell_start = time.perf_counter()
+        for name in variants:
+            fields, cell_start = CLASS_GRID_VARIANTS[name], time.perf_counter()
             per_seed = []
             for seed in range(seeds):
                 h, y, w = train_unconstrained_features(counts, method_config(fields), seed=seed, **protocol)
@@ -188,23 +193,26 @@ def run_class_grid(seeds: int, steps: int, sizes: tuple[int, ...]) -> dict:
             cell = {"per_seed": per_seed, **summarise(per_seed, CLASS_GRID_KEYS),
                     "simplex_cosine": -1 / (k - 1), "protocol": protocol, "wall_s": time.perf_counter() - cell_start}
             results[str(k)][name] = cell
-            print(f"K {k:<5d} {name:6s} {format_cell(cell, CLASS_GRID_KEYS)}  (simplex {-1 / (k - 1):+.3f}, "
+            print(f"K {k:<5d} {name:17s} {format_cell(cell, CLASS_GRID_KEYS)}  (simplex {-1 / (k - 1):+.3f}, "
                   f"{cell['wall_s']:.0f} s)", flush=True)
     return {"majority_samples": CLASS_GRID_MAJORITY_SAMPLES, "minority_samples": 1,
             "classes": results, "wall_s": time.perf_counter() - start}
 
 
 def merged_class_grid(path: Path, new: dict) -> dict:
-    """`new` with the class counts of an earlier run at `path` that it did not run (each cell keeps its
-    own seeds and protocol): `--classes 1000` then adds K = 1000 to a grid of K = 10 and 100."""
+    """`new` with the cells of an earlier run at `path` that it did not run (each cell keeps its own seeds,
+    protocol and time), in the grid's order: `--classes 1000` then adds K = 1000 to a grid of K = 10 and
+    100. A cell of a variant the grid no longer has is dropped."""
     if not path.exists():
         return new
     old = json.loads(path.read_text())
     if old.get("majority_samples") != new["majority_samples"]:
         return new
-    classes = {**old["classes"], **new["classes"]}
-    ordered = dict(sorted(classes.items(), key=lambda item: int(item[0])))
-    return {**new, "classes": ordered, "wall_s": old["wall_s"] + new["wall_s"]}
+    sizes = sorted({*old["classes"], *new["classes"]}, key=int)
+    cells = {k: {**old["classes"].get(k, {}), **new["classes"].get(k, {})} for k in sizes}
+    classes = {k: {name: cells[k][name] for name in CLASS_GRID_VARIANTS if name in cells[k]} for k in sizes}
+    wall_s = sum(cell["wall_s"] for variants in classes.values() for cell in variants.values())
+    return {**new, "classes": classes, "wall_s": wall_s}
 
 
 def protocol_text(protocol: dict, seeds: int) -> str:
@@ -231,7 +239,7 @@ def run_grid(seeds: int, protocol: dict, ratios: tuple[int, ...]) -> dict:
             cell = grid_cell(counts, fields, seeds, protocol)
             cell["wall_s"] = time.perf_counter() - cell_start
             results[str(ratio)][name] = cell
-            print(f"IR {ratio:<5d} {name:11s} {format_cell(cell, GRID_KEYS)}  ({cell['wall_s']:.0f} s)", flush=True)
+            print(f"IR {ratio:<5d} {name:17s} {format_cell(cell, GRID_KEYS)}  ({cell['wall_s']:.0f} s)", flush=True)
     return {
         "protocol": {**protocol, "classes": NUM_MAJORITY + NUM_MINORITY, "majority_classes": NUM_MAJORITY,
                      "minority_samples": 1, "majority_samples": "IR", "momentum": 0.9, "seeds": seeds,
@@ -244,10 +252,10 @@ def run_grid(seeds: int, protocol: dict, ratios: tuple[int, ...]) -> dict:
 
 
 def print_table(grid: dict) -> None:
-    print(f"\n{'IR':>5s}  {'variant':11s}" + "".join(f"{key:>20s}" for key in TABLE_KEYS))
+    print(f"\n{'IR':>5s}  {'variant':17s}" + "".join(f"{key:>20s}" for key in TABLE_KEYS))
     for ratio, variants in grid["ratios"].items():
         for name, cell in variants.items():
-            print(f"{ratio:>5s}  {name:11s}" + "".join(f"{mean_pm_std(cell[key]):>20s}" for key in TABLE_KEYS))
+            print(f"{ratio:>5s}  {name:17s}" + "".join(f"{mean_pm_std(cell[key]):>20s}" for key in TABLE_KEYS))
     print(f"wall time {grid['wall_s']:.0f} s")
 
 
@@ -260,15 +268,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=PROTOCOL["steps"], help="with --class-grid: SGD steps")
     parser.add_argument("--classes", default=",".join(map(str, CLASS_COUNTS_K)), help="with --class-grid: the K")
+    parser.add_argument("--variants", default=",".join(CLASS_GRID_VARIANTS),
+                        help=f"with --class-grid: a comma-separated subset of {', '.join(CLASS_GRID_VARIANTS)}")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.smoke and not args.imbalance_grid:
         parser.error("--smoke goes with --imbalance-grid")
     torch.set_num_threads(1)  # tiny tensors: more threads only contend with whatever else runs
     if args.class_grid:
-        sizes = tuple(int(k) for k in args.classes.split(","))
+        sizes, variants = tuple(int(k) for k in args.classes.split(",")), tuple(args.variants.split(","))
+        unknown = [name for name in variants if name not in CLASS_GRID_VARIANTS]
+        if unknown:
+            parser.error(f"unknown --variants {', '.join(unknown)}: the class grid has "
+                         f"{', '.join(CLASS_GRID_VARIANTS)}")
         out = args.out or RESULTS / "ufm_classes.json"
-        results = merged_class_grid(out, run_class_grid(args.seeds, args.steps, sizes))
+        results = merged_class_grid(out, run_class_grid(args.seeds, args.steps, sizes, variants))
     elif args.imbalance_grid:
         protocol, ratios, seeds = dict(PROTOCOL), RATIOS, args.seeds
         if args.smoke:

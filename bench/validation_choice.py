@@ -17,8 +17,11 @@ the training and test splits), with the same budget for every method: each value
 0..N-1 (N: the knob's `seeds`), and a method keeps its own value unless another's mean validation
 accuracy (the sweeps' metric) is higher by more than two standard errors of the difference, the seed
 noise, or, where the overall means are within that noise, its mean Few accuracy is (the acceptance
-weighs both). bench/results/<knob>_choice.json records every value and the choice; the study's proxies
-with at least 100 classes then train each method with its choices (bench/tuned_study.py).
+weighs both). A value that fails one of issue 13's requirements (P2P's contrastive form: the UFM geometry)
+is trained, so that the record shows what the requirement costs, but never chosen.
+bench/results/<knob>_choice.json records every value and the choice; the study's proxies
+with at least 100 classes then train each method with its choices (every proxy, for P2P's form:
+bench/tuned_study.py).
 
 Choosing a knob again after the ones that follow it (a second pass) trains it with their choices, and its
 own value is its first choice; the record keeps the first pass beside it:
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 from bench.ablation_jobs import AblationJob, run_ablations
@@ -74,30 +78,44 @@ def trained_values(knob: str, own: str, values: set[str] | None) -> tuple[str, .
     return tuple(v for v in KNOBS[knob].values if values is None or v in values or v == own)
 
 
-def chosen_value(candidates: dict[str, dict[str, dict]], own: str) -> str:
+def chosen_value(candidates: dict[str, dict[str, dict]], own: str, excluded: Collection[str] = ()) -> str:
     """The method's own value, unless another beats it: its mean overall accuracy higher by more than two
     standard errors of the difference (the seed noise), or, with the overall means within the noise, its Few
-    accuracy higher by more than that. Of several such values, the highest overall mean wins. `candidates`:
-    value -> {"top1": ..., "few": ...}, each {"mean", "std", "n"} over seeds (one seed: no std, and any gain
-    decides)."""
+    accuracy higher by more than that. Of several such values, the highest overall mean wins. An `excluded`
+    value (one that fails a requirement) is never chosen: where the own value is one, the highest overall mean
+    of the others wins. `candidates`: value -> {"top1": ..., "few": ...}, each {"mean", "std", "n"} over seeds
+    (one seed: no std, and any gain decides)."""
+    def overall(value: str) -> float:
+        return candidates[value]["top1"]["mean"]
+
+    eligible = [value for value in candidates if value not in excluded]
+    if not eligible:
+        raise ValueError(f"every value trained ({', '.join(candidates)}) fails a requirement: train another "
+                         "(`--values`)")
+    if own in excluded:
+        return max(eligible, key=overall)
+
     def gain(value: str, split: str) -> int:
         """+1 (-1): the value's mean is above (below) the own value's by more than the noise, else 0."""
         a, b = candidates[value][split], candidates[own][split]
         noise = 2 * math.sqrt(sum((c["std"] or 0.0) ** 2 / c["n"] for c in (a, b)))
         return (a["mean"] - b["mean"] > noise) - (b["mean"] - a["mean"] > noise)
 
-    winners = [value for value in candidates if value != own
+    winners = [value for value in eligible if value != own
                and (gain(value, "top1") > 0 or (gain(value, "top1") == 0 and gain(value, "few") > 0))]
-    return max(winners, key=lambda value: candidates[value]["top1"]["mean"]) if winners else own
+    return max(winners, key=overall) if winners else own
 
 
-def record_choice(own: str, base: tuple[str, ...], jobs: dict[str, AblationJob]) -> dict:
-    """Every value's validation aggregates (overall, Many, Medium, Few) and the choice."""
+def record_choice(knob: str, own: str, base: tuple[str, ...], jobs: dict[str, AblationJob]) -> dict:
+    """Every value's validation aggregates (overall, Many, Medium, Few), the values excluded and why, and the
+    choice."""
     aggregates = {value: json.loads((job.work / "ablation.json").read_text())["aggregates"][job.variants]
                   for value, job in jobs.items()}
     validation = {value: {split: agg[f"acc_{split}"] for split in SPLITS} for value, agg in aggregates.items()}
-    return {"own": own, "chosen": chosen_value(validation, own), "overrides": list(base),
-            "seeds": min(score["top1"]["n"] for score in validation.values()), "validation": validation}
+    excluded = {value: why for value, why in KNOBS[knob].excluded.items() if value in validation}
+    return {"own": own, "chosen": chosen_value(validation, own, excluded), "overrides": list(base),
+            "seeds": min(score["top1"]["n"] for score in validation.values()), "validation": validation,
+            **({"excluded": excluded} if excluded else {})}
 
 
 def with_earlier_passes(entry: dict, before: dict | None, proxy_name: str) -> dict:
@@ -125,7 +143,7 @@ def choose(knob: str, methods: list[str], proxy_name: str, values: set[str] | No
               "metric": "acc_top1, then acc_few where acc_top1 ties",
               "methods": json.loads(path.read_text())["methods"] if path.exists() else {}}
     for m in methods:
-        record["methods"][m] = with_earlier_passes(record_choice(owns[m], bases[m], jobs[m]),
+        record["methods"][m] = with_earlier_passes(record_choice(knob, owns[m], bases[m], jobs[m]),
                                                    record["methods"].get(m), proxy_name)
         scores = ", ".join(f"{value} {v['top1']['mean']:.1f} / {v['few']['mean']:.1f}"
                            for value, v in record["methods"][m]["validation"].items())

@@ -8,7 +8,7 @@ import pytest
 from tests.bench_run import run_bench
 
 SMOKE_RATIOS = ("1", "100")
-VARIANTS = ("CE", "AllNC", "AllNC + gap", "AllNC-paper", "P2P only", "HyCon only")
+VARIANTS = ("CE", "AllNC", "AllNC without gap", "AllNC-paper", "P2P only", "HyCon only")
 KEYS = ("few_cos_classifier", "few_cos_means", "nc3", "few_self_duality")
 
 
@@ -39,4 +39,22 @@ def test_minority_collapse_needs_imbalance_and_allnc_prevents_it(smoke_grid):
     # At IR 100 the CE minority classifiers crowd together; AllNC keeps them apart.
     assert imbalanced["CE"]["few_cos_classifier"]["mean"] > 0.5
     assert imbalanced["AllNC"]["few_cos_classifier"]["mean"] < 0.0
-    assert imbalanced["AllNC + gap"]["few_cos_classifier"]["mean"] < 0.0
+    assert imbalanced["AllNC without gap"]["few_cos_classifier"]["mean"] < 0.0
+
+
+def test_a_class_grid_run_replaces_the_cells_it_ran_and_keeps_the_others(tmp_path):
+    from bench.ufm_study import merged_class_grid
+
+    def cell(value, wall_s):
+        return {"few_cos_classifier": {"mean": value, "std": None, "n": 1}, "wall_s": wall_s}
+
+    earlier = tmp_path / "ufm_classes.json"
+    earlier.write_text(json.dumps({"majority_samples": 10, "classes": {"10": {
+        "CE": cell(1.0, 5.0), "AllNC": cell(-0.2, 7.0), "AllNC + gap": cell(-0.1, 9.0)}}, "wall_s": 21.0}))
+    new = {"majority_samples": 10, "classes": {"10": {"AllNC": cell(-0.11, 2.0)}, "1000": {"CE": cell(0.0, 3.0)}},
+           "wall_s": 5.0}
+    merged = merged_class_grid(earlier, new)
+    # K = 10 keeps CE, takes the new AllNC cell and drops the variant the grid no longer has.
+    assert merged["classes"]["10"] == {"CE": cell(1.0, 5.0), "AllNC": cell(-0.11, 2.0)}
+    assert list(merged["classes"]) == ["10", "1000"] and merged["classes"]["1000"] == {"CE": cell(0.0, 3.0)}
+    assert merged["wall_s"] == 10.0  # the cells kept, not every run's time

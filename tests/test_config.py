@@ -10,10 +10,10 @@ from allnc_dist.config import ConfigError, RunConfig, load_config, parse_overrid
 CONFIGS = sorted((Path(__file__).parents[1] / "jobs" / "configs").glob("*.yaml"))
 
 
-def test_defaults_are_allnc_as_the_sweep_chose_it():
+def test_defaults_are_allnc_as_the_sweep_chose_it_with_the_gram_gap_the_geometry_requires():
     m = RunConfig().method
     assert (m.preset, m.loss, m.hycon.weight, m.p2p.weight, m.p2p.form, m.p2p.tau) == (
-        "allnc", "la", 0.0, 1.0, "contrastive", 0.1)
+        "allnc", "la", 0.0, 1.0, "contrastive_gram", 0.1)
     assert (m.class_means.beta, m.gbbn.enabled, m.gbbn.schedule, m.gbbn.rebalance, m.gbbn.shared_stage,
             m.gbbn.test_alpha, m.aux.branch_weights, m.aux.warmup_epochs) == (
         0.9, True, "parabolic", "logit_adjust", True, 0.5, "equal", 0.0)

@@ -2,8 +2,8 @@
 
 AllNC's paper form (GBBN with both sampled streams, HyCon with global or prototype negatives, P2P,
 class-mean EMA), and AllNC's default (logit adjustment, the re-balancing branch by loss on one shared
-last stage, contrastive P2P), on a BN-free network, two steps, in float64. Gradients of the workers
-are averaged as DeepSpeed and DDP do.
+last stage, contrastive P2P with the Gram gap), on a BN-free network, two steps, in float64. Gradients
+of the workers are averaged as DeepSpeed and DDP do.
 """
 
 import pytest

@@ -15,8 +15,8 @@ import yaml
 from allnc_dist.engine.evaluate import Outputs
 from allnc_dist.sweep.results import TrialOutcome, best_trial, summary
 from allnc_dist.sweep.spec import SweepConfig
-from bench.posthoc_shift import same_runs, shifted_accuracies
-from bench.tuned_study import PROXIES, chosen_overrides, collect_proxy, isolates, run_config
+from bench.posthoc_shift import method_runs, same_runs, shifted_accuracies
+from bench.tuned_study import KNOBS, PROXIES, chosen_overrides, collect_proxy, isolates, run_config
 from bench.validation_choice import base_overrides, chosen_value, trained_values, with_earlier_passes
 from tests.bench_run import ROOT, publish, run_bench
 
@@ -110,6 +110,25 @@ def test_a_post_hoc_entry_is_kept_only_for_the_runs_the_study_table_shows() -> N
     assert not same_runs([], study, "synthetic100_small")  # recorded before entries said what ran
 
 
+def test_the_post_hoc_shift_finds_an_entry_s_runs_by_configuration(tmp_path: Path) -> None:
+    def folder(name: str, overrides: list[str], seeds: int) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "overrides.json").write_text(json.dumps(overrides))
+        for seed in range(seeds):
+            (tmp_path / name / "allnc" / f"seed{seed}").mkdir(parents=True)
+            (tmp_path / name / "allnc" / f"seed{seed}" / "report.json").write_text("{}")
+
+    contrastive = ["method.preset=allnc", "method.p2p.form=contrastive"]
+    folder("allnc", contrastive, 1)  # AllNC's runs before its form changed
+    folder("allnc_gram", ["method.preset=allnc", "method.p2p.form=contrastive_gram"], 2)
+    # The study took the gap row's runs for AllNC (collect_proxy): its own folder holds another configuration.
+    runs = method_runs(tmp_path, "allnc", ["method.preset=allnc"], "digits_lt")
+    assert [run.path.parent.parent.name for run in runs] == ["allnc_gram", "allnc_gram"]
+    runs = method_runs(tmp_path, "allnc_contrastive", contrastive, "digits_lt")
+    assert [run.path.parent.parent.name for run in runs] == ["allnc"]
+    assert method_runs(tmp_path, "allnc", [*contrastive, "method.gbbn.enabled=false"], "digits_lt") == []
+
+
 def test_the_acceptance_gives_a_verdict_only_where_allnc_and_the_best_baseline_have_five_seeds() -> None:
     from bench.publish.study import acceptance
 
@@ -139,7 +158,9 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     assert branches["own"] == "two" and f"branches, allnc: {branches['chosen']}" in printed
     assert p2p["own"] == "1" and f"p2p_weight, allnc: {p2p['chosen']}" in printed
     form = json.loads((out / "p2p_form_choice.json").read_text())["methods"]["allnc"]
-    assert form["own"] == "contrastive" and f"p2p_form, allnc: {form['chosen']}" in printed
+    # Without a sweep AllNC runs its preset, whose form has the gap; the contrastive form is trained but excluded.
+    assert form["own"] == form["chosen"] == "contrastive_gram" and "p2p_form, allnc: contrastive_gram" in printed
+    assert set(form["excluded"]) == {"contrastive"} and "contrastive" in form["validation"]
 
     def run_config(knob: str, value: str) -> dict:
         return yaml.safe_load((out / "runs" / f"{knob}_choice" / "allnc" / value / "allnc" / "seed0"
@@ -174,8 +195,9 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     assert study["method"]["gbbn"]["enabled"] is (branches["chosen"] == "two")
     assert study["method"]["p2p"]["weight"] == float(p2p["chosen"])
     assert study["method"]["p2p"]["form"] == form["chosen"]
-    assert not any(o.startswith(("method.classifier", "method.gbbn.enabled", "method.p2p.weight"))
-                   for o in chosen_overrides("allnc", "digits_lt", out))
+    digits = chosen_overrides("allnc", "digits_lt", out)
+    assert not any(o.startswith(("method.classifier", "method.gbbn.enabled", "method.p2p.weight")) for o in digits)
+    assert digits[-1] == f"method.p2p.form={form['chosen']}"  # P2P's form is chosen for every proxy
     publish(out, out, "RESULTS.md")
     page = (out / "RESULTS.md").read_text()
     linear = " / ".join(f"{classifier['validation']['linear'][split]['mean']:.1f}" for split in ("top1", "many"))
@@ -186,6 +208,14 @@ def test_smoke_choices_rank_on_the_validation_split_in_order_and_the_large_proxi
     shutil.rmtree(out / "runs" / "tuned_synthetic100_small")
     collect_proxy("synthetic100_small", out / "runs", out, smoke=True)
     assert "allnc" in json.loads((out / "tuned_synthetic100_small.json").read_text())["methods"]
+    # The record is kept by configuration: runs recorded under another row that ran AllNC's configuration are
+    # AllNC's, and not that row's (its own configuration is another).
+    tuned = out / "tuned_synthetic100_small.json"
+    record = json.loads(tuned.read_text())
+    record["methods"] = {"allnc_contrastive": record["methods"]["allnc"]}
+    tuned.write_text(json.dumps(record))
+    collect_proxy("synthetic100_small", out / "runs", out, smoke=True)
+    assert list(json.loads(tuned.read_text())["methods"]) == ["allnc"]
     # Once a choice changes, the runs made before it are not the method's any more: left out, not mislabelled.
     record = json.loads((out / "branches_choice.json").read_text())
     record["methods"]["allnc"]["chosen"] = "one" if branches["chosen"] == "two" else "two"
@@ -243,8 +273,24 @@ def test_every_committed_choice_follows_the_rule_from_its_recorded_validation_fi
     records = sorted((ROOT / "bench" / "results").glob("*_choice*.json"))
     assert records
     for path in records:
-        for method, entry in json.loads(path.read_text())["methods"].items():
-            assert entry["chosen"] == chosen_value(entry["validation"], entry["own"]), (path.name, method)
+        record = json.loads(path.read_text())
+        for method, entry in record["methods"].items():
+            excluded = entry.get("excluded", {})
+            assert excluded == {v: why for v, why in KNOBS[record["knob"]].excluded.items() if v in entry["validation"]}
+            assert entry["chosen"] == chosen_value(entry["validation"], entry["own"], excluded), (path.name, method)
+
+
+def test_an_excluded_value_is_never_chosen_and_an_excluded_own_value_gives_way_to_the_best_other() -> None:
+    def scores(top1: float, few: float) -> dict:
+        return {"top1": {"mean": top1, "std": 0.1, "n": 6}, "few": {"mean": few, "std": 0.1, "n": 6}}
+
+    candidates = {"a": scores(31.6, 13.4), "b": scores(31.2, 12.9), "c": scores(30.0, 12.0)}
+    assert chosen_value(candidates, "c") == "a"
+    assert chosen_value(candidates, "c", excluded={"a"}) == "b"  # a wins by far more than the noise, but fails
+    assert chosen_value(candidates, "a", excluded={"a"}) == "b"  # the own value fails: the best of the others
+    assert chosen_value(candidates, "b", excluded={"a"}) == "b"
+    with pytest.raises(ValueError, match="fails a requirement"):
+        chosen_value({"a": candidates["a"]}, "a", excluded={"a"})
 
 
 def test_an_isolation_run_that_repeats_its_base_method_on_a_proxy_is_left_out(tmp_path: Path) -> None:

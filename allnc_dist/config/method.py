@@ -56,8 +56,9 @@ class P2PConfig(Section):
     form: Literal["contrastive", "contrastive_gram", "mse_gram"] = Field(
         "mse_gram",
         description="mse_gram: alignment ||M_k - W_k||^2 + ETF Gram regulariser (allnc_paper's; robust in the UFM "
-        "study); contrastive: the bidirectional CE of METHOD's first formula (the allnc preset's, chosen by sweep); "
-        "contrastive_gram: contrastive + the same Gram regulariser (reaches the simplex angle in the UFM).",
+        "study); contrastive: the bidirectional CE of METHOD's first formula (the 10-class sweep's choice; its "
+        "UFM Few classes settle past the simplex angle); contrastive_gram: contrastive + the same Gram "
+        "regulariser (the allnc preset's: reaches the simplex angle in the UFM).",
     )
 
 
@@ -109,14 +110,15 @@ class AuxConfig(Section):
 
 # AllNC's defaults, as issue 13's sweep chose them on digits-LT's validation split (docs/RESULTS.md,
 # "The study"): logit adjustment on the uniform batch, the re-balancing branch by loss on one shared
-# last stage (about CE's cost per image), P2P's contrastive form, HyCon off. `allnc_paper` is every
+# last stage (about CE's cost per image), HyCon off, and P2P's contrastive form with the Gram gap (the
+# sweep chose the contrastive form; the gap keeps the UFM geometry issue 13 requires). `allnc_paper` is every
 # part as METHOD.md writes it: CE, the reversed sampler, a last stage per branch, HyCon and the
 # mse_gram P2P at weight 1 (the fields' own defaults).
 ALLNC_CHOSEN: dict[str, Any] = {
     "loss": "la",
     "gbbn": {"rebalance": "logit_adjust", "shared_stage": True},
     "hycon": {"weight": 0.0},
-    "p2p": {"weight": 1.0, "form": "contrastive"},
+    "p2p": {"weight": 1.0, "form": "contrastive_gram"},
     "aux": {"branch_weights": "equal", "warmup_epochs": 0.0},
 }
 

@@ -18,7 +18,8 @@ The target geometry depends on K' (classes seen) and D:
 The contrastive form alone hardly tells the simplex from other well-separated layouts: at tau = 0.1 its
 value at two orthogonal simplices of K/2 classes each is within about 1e-4 of its value at the ETF, so
 with an imbalanced classification loss the Few classes settle at their own simplex (cosine -1/(K/2 - 1),
-docs/method.md). `contrastive_gram` adds the Gram gap of `mse_gram` to it, which separates the two.
+docs/method.md). `contrastive_gram` (the default preset's) adds the Gram gap of `mse_gram` to it, which
+separates the two.
 """
 
 from __future__ import annotations

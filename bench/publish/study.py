@@ -16,7 +16,7 @@ from bench.tuned_study import (CHOICE_PROXY, KNOBS, METHODS, PROXIES, SPLITS, SW
 
 NAMES = {"allnc": "AllNC (chosen)", "allnc_without_aux": "AllNC (chosen) with GBBN, without HyCon and P2P",
          "allnc_one_branch": "AllNC (chosen) without GBBN", "allnc_two_branches": "AllNC (chosen) with GBBN",
-         "allnc_gram": "AllNC (chosen), P2P with the Gram gap",
+         "allnc_contrastive": "AllNC (chosen) without the Gram gap (P2P contrastive)",
          "allnc_cosine": "AllNC (chosen), cosine classifier",
          "la_cosine": "LA, cosine classifier", "ldam_without_drw": "LDAM-DRW without DRW",
          "allnc_linear": "AllNC (chosen), linear classifier", "la_linear": "LA, linear classifier",
@@ -45,6 +45,8 @@ def choice_table(knob: str, path: Path) -> str:
     record = json.loads(path.read_text())
     values = [v for v in KNOBS[knob].values if any(v in entry["validation"] for entry in record["methods"].values())]
     large = ", ".join(f"`{name}`" for name, proxy in PROXIES.items() if proxy.takes_choices)
+    takers = ("Every proxy trains" if KNOBS[knob].on_every_proxy
+              else f"The proxies with at least 100 classes ({large}) train")
     rule = ("A method keeps its own value unless another's mean validation accuracy is higher by more than two "
             "standard errors of the difference or, where the overall means are within that margin, its mean Few "
             "accuracy is.")
@@ -56,8 +58,8 @@ def choice_table(knob: str, path: Path) -> str:
         after = " (every other knob at its choice so far)" if knob != next(iter(KNOBS)) else ""
         intro = (f"The 10-class sweeps could not judge {KNOBS[knob].about}. `python -m bench.validation_choice "
                  f"--knobs {knob}{options}` trains each method's configuration{after} with each value on "
-                 f"`{CHOICE_PROXY}` and ranks them on its {record['split']}, never the test split. {rule} The proxies "
-                 f"with at least 100 classes ({large}) train each method with its choice, unless they refine it.")
+                 f"`{CHOICE_PROXY}` and ranks them on its {record['split']}, never the test split. {rule} {takers} "
+                 f"each method with its choice, unless a proxy refines it.")
     else:
         intro = (f"`python -m bench.validation_choice --proxy {record['proxy']} --knobs {knob}{options}` refines "
                  f"{KNOBS[knob].about} on `{record['proxy']}`'s {record['split']}: each method starts from its "
@@ -67,6 +69,8 @@ def choice_table(knob: str, path: Path) -> str:
         intro += (" A row marked *earlier pass* chose the knob from another starting point: the other knobs' values "
                   "it names (before they were chosen), or its own value; the row above it chose it again from the "
                   "choices made since (a second pass), and the study trains that choice.")
+    excluded = {value: why for entry in record["methods"].values() for value, why in entry.get("excluded", {}).items()}
+    intro += "".join(f" `{value}` is trained but never chosen: {why}." for value, why in excluded.items())
     lines = [f"{intro} Source: `{shown(path)}`.", "",
              "| method | seeds | " + " | ".join(f"{value}: overall / Many / Medium / Few (%)" for value in values)
              + " | own | chosen |", "|---|---|" + "---|" * len(values) + "---|---|"]
