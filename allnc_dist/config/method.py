@@ -50,10 +50,14 @@ class HyConConfig(Section):
     )
 
 
+# P2P's forms, named once: allnc_dist.method.p2p takes them from here.
+P2PForm = Literal["contrastive", "contrastive_gram", "mse_gram"]
+
+
 class P2PConfig(Section):
     weight: float = Field(1.0, ge=0.0, description="lambda_p")
     tau: float = Field(0.1, gt=0.0)
-    form: Literal["contrastive", "contrastive_gram", "mse_gram"] = Field(
+    form: P2PForm = Field(
         "mse_gram",
         description="mse_gram: alignment ||M_k - W_k||^2 + ETF Gram regulariser (allnc_paper's; robust in the UFM "
         "study); contrastive: the bidirectional CE of METHOD's first formula (the 10-class sweep's choice; its "

@@ -25,12 +25,10 @@ separates the two.
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-P2PForm = Literal["contrastive", "contrastive_gram", "mse_gram"]
+from allnc_dist.config.method import P2PForm
 
 
 def p2p_loss(
