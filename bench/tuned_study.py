@@ -294,8 +294,8 @@ def collect_proxy(proxy_name: str, work_root: Path, results_dir: Path, smoke: bo
             continue
         current = job_overrides(proxy_name, method, results_dir, smoke)
         own = [e for e in (run_entry(work_root / f"tuned_{proxy_name}" / method, method), recorded.get(method)) if e]
-        entry = next((e for e in (*own, *recorded.values()) if same_configuration(proxy, e["overrides"], current)),
-                     None)
+        others = (e for name, e in recorded.items() if name != method)
+        entry = next((e for e in (*own, *others) if same_configuration(proxy, e["overrides"], current)), None)
         if entry is None and own:
             print(f"left out of {proxy_name}: {method} ran {own[0]['overrides']}, before the current choice "
                   f"{list(current)}")

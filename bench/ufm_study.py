@@ -14,9 +14,10 @@ trained on mini-batches. The third is the study across class counts: CE, AllNC, 
 and AllNC-paper at K = 10, 100, 1000 (half majority classes of 10 samples, half minority classes of 1,
 D = K), the check that the losses keep their balance at any K:
 
-    python -m bench.ufm_study --class-grid --classes 1000 --seeds 1 --steps 2000 --variants "AllNC,AllNC without gap"
+    python -m bench.ufm_study --class-grid --classes 1000 --seeds 1 --variants "CE,AllNC"
 
-adds (or replaces) the cells it names and keeps the other cells of bench/results/ufm_classes.json.
+adds (or replaces) the cells it names and keeps the other cells of bench/results/ufm_classes.json. The
+grid runs 3000 steps at K = 10 and 100 and 20000 at K = 1000, where the Few classes move more slowly.
 
 Both print, per cell, the Few (minority) classes' mean pairwise cosine of the centred classifier
 vectors and of the centred class means (ideal -1/(K-1) = -0.111, collapse = +1) and more.
@@ -108,19 +109,19 @@ def format_cell(cell: dict, keys: tuple[str, ...]) -> str:
     return "  ".join(f"{key}={mean_pm_std(cell[key])}" for key in keys)
 
 
-def norm_ratio(rows: torch.Tensor) -> float:
+def norm_ratio(rows: torch.Tensor, few: list[int]) -> float:
     """Mean row norm of the Few classes over that of the others."""
     norms = rows.double().norm(dim=1)
-    few = torch.zeros(len(rows), dtype=torch.bool)
-    few[FEW] = True
-    return (norms[few].mean() / norms[~few].mean()).item()
+    is_few = torch.zeros(len(rows), dtype=torch.bool)
+    is_few[few] = True
+    return (norms[is_few].mean() / norms[~is_few].mean()).item()
 
 
-def grid_geometry(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> dict:
-    metrics = nc_metrics(features, labels, classifier, few_classes=FEW)
+def grid_geometry(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, few: list[int]) -> dict:
+    metrics = nc_metrics(features, labels, classifier, few_classes=few)
     means = class_means(features, labels, len(classifier))
     return {**{key: metrics[key] for key in METRIC_KEYS},
-            "few_norm_ratio_classifier": norm_ratio(classifier), "few_norm_ratio_means": norm_ratio(means)}
+            "few_norm_ratio_classifier": norm_ratio(classifier, few), "few_norm_ratio_means": norm_ratio(means, few)}
 
 
 def run_study(seeds: int) -> dict:
@@ -137,7 +138,7 @@ def run_study(seeds: int) -> dict:
     return {"counts": COUNTS, "dim": 32, "weight_decay": 1e-2, "variants": results}
 
 
-def grid_run(counts: list[int], fields: dict, seed: int, protocol: dict) -> dict:
+def grid_run(counts: list[int], fields: dict, seed: int, protocol: dict, few: list[int]) -> dict:
     """One training run: the geometry and the recent loss at the end and at the checkpoint before."""
     steps = protocol["steps"]
     checkpoints = (round(steps * CHECKPOINT_FRACTION), steps)
@@ -147,12 +148,13 @@ def grid_run(counts: list[int], fields: dict, seed: int, protocol: dict) -> dict
     for step, (loss, features, labels, classifier) in enumerate(training, start=1):
         losses.append(loss)
         if step in checkpoints:
-            taken[step] = {**grid_geometry(features, labels, classifier), "loss": statistics.fmean(losses[-window:])}
+            geometry = grid_geometry(features, labels, classifier, few)
+            taken[step] = {**geometry, "loss": statistics.fmean(losses[-window:])}
     return {**taken[steps], "previous_checkpoint": {"step": checkpoints[0], **taken[checkpoints[0]]}}
 
 
-def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict) -> dict:
-    per_seed = [grid_run(counts, fields, seed, protocol) for seed in range(seeds)]
+def grid_cell(counts: list[int], fields: dict, seeds: int, protocol: dict, few: list[int]) -> dict:
+    per_seed = [grid_run(counts, fields, seed, protocol, few) for seed in range(seeds)]
     # How far each metric still moved over the last third of the run, worst seed.
     drift = {key: max(abs(run[key] - run["previous_checkpoint"][key]) for run in per_seed)
              for key in (*GRID_KEYS, "loss")}
@@ -164,6 +166,10 @@ CLASS_COUNTS_K = (10, 100, 1000)
 CLASS_GRID_VARIANTS = {"CE": {"preset": "ce"}, "AllNC": DEFAULT, "AllNC without gap": WITHOUT_GAP, "AllNC-paper": PAPER}
 CLASS_GRID_MAJORITY_SAMPLES = 10
 CLASS_GRID_KEYS = ("few_cos_classifier", "few_cos_means", "few_self_duality", "nc3")
+# Steps per K. At K = 1000 each class holds a tenth of K = 100's share of the samples and the decay is
+# sqrt(10) weaker, so the Few classifier vectors move far more slowly: after 2000 steps (the grid's former
+# K = 1000 protocol) CE's Few cosine of W was +0.002, short of the collapse; after 20000 it is +0.95.
+CLASS_GRID_STEPS = {10: PROTOCOL["steps"], 100: PROTOCOL["steps"], 1000: 20000}
 
 
 def class_grid_protocol(num_classes: int, steps: int) -> dict:
@@ -174,27 +180,23 @@ def class_grid_protocol(num_classes: int, steps: int) -> dict:
             "weight_decay": PROTOCOL["weight_decay"] * (10 / num_classes) ** 0.5}
 
 
-def run_class_grid(seeds: int, steps: int, sizes: tuple[int, ...], variants: tuple[str, ...]) -> dict:
+def run_class_grid(seeds: int, steps: int | None, sizes: tuple[int, ...], variants: tuple[str, ...]) -> dict:
+    """Each cell as the imbalance grid's (with the checkpoint at 2/3 of the run), at `steps`, or when it
+    is None at the K's own number of steps (CLASS_GRID_STEPS)."""
     start = time.perf_counter()
     results = {}
     for k in sizes:
         majority = k // 2
         counts = [CLASS_GRID_MAJORITY_SAMPLES] * majority + [1] * (k - majority)
-        few = list(range(majority, k))
-        protocol = class_grid_protocol(k, steps)
+        protocol = class_grid_protocol(k, steps or CLASS_GRID_STEPS[k])
         results[str(k)] = {}
         for name in variants:
-            fields, cell_start = CLASS_GRID_VARIANTS[name], time.perf_counter()
-            per_seed = []
-            for seed in range(seeds):
-                h, y, w = train_unconstrained_features(counts, method_config(fields), seed=seed, **protocol)
-                metrics = nc_metrics(h, y, w, few_classes=few)
-                per_seed.append({key: metrics[key] for key in CLASS_GRID_KEYS})
-            cell = {"per_seed": per_seed, **summarise(per_seed, CLASS_GRID_KEYS),
-                    "simplex_cosine": -1 / (k - 1), "protocol": protocol, "wall_s": time.perf_counter() - cell_start}
+            cell_start = time.perf_counter()
+            cell = grid_cell(counts, CLASS_GRID_VARIANTS[name], seeds, protocol, list(range(majority, k)))
+            cell.update(simplex_cosine=-1 / (k - 1), protocol=protocol, wall_s=time.perf_counter() - cell_start)
             results[str(k)][name] = cell
             print(f"K {k:<5d} {name:17s} {format_cell(cell, CLASS_GRID_KEYS)}  (simplex {-1 / (k - 1):+.3f}, "
-                  f"{cell['wall_s']:.0f} s)", flush=True)
+                  f"{protocol['steps']} steps, {cell['wall_s']:.0f} s)", flush=True)
     return {"majority_samples": CLASS_GRID_MAJORITY_SAMPLES, "minority_samples": 1,
             "classes": results, "wall_s": time.perf_counter() - start}
 
@@ -236,7 +238,7 @@ def run_grid(seeds: int, protocol: dict, ratios: tuple[int, ...]) -> dict:
         results[str(ratio)] = {}
         for name, fields in GRID_VARIANTS.items():
             cell_start = time.perf_counter()
-            cell = grid_cell(counts, fields, seeds, protocol)
+            cell = grid_cell(counts, fields, seeds, protocol, FEW)
             cell["wall_s"] = time.perf_counter() - cell_start
             results[str(ratio)][name] = cell
             print(f"IR {ratio:<5d} {name:17s} {format_cell(cell, GRID_KEYS)}  ({cell['wall_s']:.0f} s)", flush=True)
@@ -266,7 +268,8 @@ def main() -> None:
                         help=f"with --imbalance-grid: 1 seed, IR {SMOKE_RATIOS}, {SMOKE_STEPS} steps")
     parser.add_argument("--class-grid", action="store_true", help="the study across class counts K")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=PROTOCOL["steps"], help="with --class-grid: SGD steps")
+    parser.add_argument("--steps", type=int, help="with --class-grid: SGD steps at every K (default: per K, "
+                        + ", ".join(f"{steps} at K = {k}" for k, steps in CLASS_GRID_STEPS.items()) + ")")
     parser.add_argument("--classes", default=",".join(map(str, CLASS_COUNTS_K)), help="with --class-grid: the K")
     parser.add_argument("--variants", default=",".join(CLASS_GRID_VARIANTS),
                         help=f"with --class-grid: a comma-separated subset of {', '.join(CLASS_GRID_VARIANTS)}")
@@ -281,6 +284,9 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown --variants {', '.join(unknown)}: the class grid has "
                          f"{', '.join(CLASS_GRID_VARIANTS)}")
+        if args.steps is None and set(sizes) - set(CLASS_GRID_STEPS):
+            parser.error(f"--classes {args.classes}: only K = {', '.join(map(str, CLASS_GRID_STEPS))} have a "
+                         "default number of steps; give --steps")
         out = args.out or RESULTS / "ufm_classes.json"
         results = merged_class_grid(out, run_class_grid(args.seeds, args.steps, sizes, variants))
     elif args.imbalance_grid:

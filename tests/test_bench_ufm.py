@@ -1,11 +1,13 @@
-"""The unconstrained-features study across imbalance ratios, in its smoke size (1 seed, 200 steps)."""
+"""The unconstrained-features studies: the imbalance grid in its smoke size (1 seed, 400 steps), and the class grid."""
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
-from tests.bench_run import run_bench
+from tests.bench_run import ROOT, run_bench
 
 SMOKE_RATIOS = ("1", "100")
 VARIANTS = ("CE", "AllNC", "AllNC without gap", "AllNC-paper", "P2P only", "HyCon only")
@@ -58,3 +60,26 @@ def test_a_class_grid_run_replaces_the_cells_it_ran_and_keeps_the_others(tmp_pat
     assert merged["classes"]["10"] == {"CE": cell(1.0, 5.0), "AllNC": cell(-0.11, 2.0)}
     assert list(merged["classes"]) == ["10", "1000"] and merged["classes"]["1000"] == {"CE": cell(0.0, 3.0)}
     assert merged["wall_s"] == 10.0  # the cells kept, not every run's time
+
+
+def test_the_class_grid_records_each_cell_at_two_checkpoints(tmp_path):
+    out = tmp_path / "ufm_classes.json"
+    run_bench("ufm_study", "--class-grid", "--classes", "10", "--seeds", "1", "--steps", "60",
+              "--variants", "CE,AllNC", "--out", out)
+    cells = json.loads(out.read_text())["classes"]["10"]
+    assert list(cells) == ["CE", "AllNC"]
+    for cell in cells.values():
+        assert cell["protocol"]["steps"] == 60 and cell["simplex_cosine"] == pytest.approx(-1 / 9)
+        # The geometry at step 40 and at step 60: the drift is the gap between the two, for the one seed.
+        run = cell["per_seed"][0]
+        assert run["previous_checkpoint"]["step"] == 40
+        drift = cell["max_drift_last_third"]["few_cos_classifier"]
+        assert drift == pytest.approx(abs(run["few_cos_classifier"] - run["previous_checkpoint"]["few_cos_classifier"]))
+        assert 0 < cell["few_norm_ratio_classifier"]["mean"] < 10
+
+
+def test_a_class_count_without_its_own_steps_needs_steps(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.ufm_study", "--class-grid", "--classes", "50",
+                           "--out", tmp_path / "grid.json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--classes 50" in proc.stderr and "give --steps" in proc.stderr
+    assert not (tmp_path / "grid.json").exists()

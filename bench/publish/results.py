@@ -23,7 +23,7 @@ NOT_RUN = (f"Not measured with the current losses yet: `{ABLATIONS_RUN}` trains 
            "figures measured the losses before issue 13 and were withdrawn).")
 UFM_KEYS = (("few_cos_classifier", "few cos W"), ("few_cos_means", "few cos means"), ("nc3", "NC3"))
 UFM_CLASS_KEYS = (("few_cos_classifier", "few cos W"), ("few_cos_means", "few cos means"),
-                  ("few_self_duality", "few self-duality"))
+                  ("few_self_duality", "few self-duality"), ("few_norm_ratio_classifier", "Few/Many norm of W"))
 # The ablation job's variants that switch one of the study's options on (allnc_dist.ablation.VARIANTS).
 STUDY_OPTIONS = ("allnc_aux_alpha", "allnc_sqrt_sampler", "allnc_la_by_loss", "allnc_light", "allnc_balanced_sampler",
                  "allnc_ce_la_by_loss", "allnc_reweight", "allnc_la_reweight", "allnc_la_alpha")
@@ -55,13 +55,17 @@ def choices_section(results_dir: Path) -> str:
     ])
 
 
-def ufm_table(groups: dict, group_label: str, keys: tuple[tuple[str, str], ...]) -> str:
-    """One row per (group, variant) of a UFM study: each key's mean ± std over seeds."""
-    lines = [f"| {group_label} | variant | " + " | ".join(label for _, label in keys) + " |",
-             "|---|---|" + "---|" * len(keys)]
+def ufm_table(groups: dict, group_label: str, keys: tuple[tuple[str, str], ...], drift_key: str | None = None) -> str:
+    """One row per (group, variant) of a UFM study: each key's mean ± std over seeds, and with `drift_key`
+    how far that metric still moved over the run's last third (worst seed)."""
+    labels = [label for _, label in keys] + ([f"{dict(keys)[drift_key]}, moved in the last third"] if drift_key else [])
+    lines = [f"| {group_label} | variant | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for group, variants in groups.items():
         for name, cell in variants.items():
-            lines.append(f"| {group} | {name} | " + " | ".join(mean_pm_std(cell[key]) for key, _ in keys) + " |")
+            values = [mean_pm_std(cell[key]) for key, _ in keys]
+            if drift_key:
+                values.append(f"{cell['max_drift_last_third'][drift_key]:.3f}")
+            lines.append(f"| {group} | {name} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -77,10 +81,14 @@ def ufm_class_section(path: Path) -> list[str]:
         f"K classes in D = K: K/2 majority classes of {study['majority_samples']} samples and K/2 minority (Few) "
         "classes of 1, the protocol above with the weight decay scaled by √(10/K), so that the balance between "
         "loss and decay that decides whether H = W = 0 is the only minimiser stays the one at K = 10. Steps and "
-        f"seeds per K are in the first column. Source: `{shown(path)}` "
-        f"(`{UFM_STUDY} --class-grid`).",
+        "seeds per K are in the first column; K = 1000 runs longer because its Few classes move more slowly "
+        "(each class holds a tenth of its share at K = 100, and the decay is weaker). The last column is how far "
+        "the Few cosine of W moved between 2/3 of the run and its end (worst seed): a small figure means the "
+        "geometry has settled. The Few/Many norm of W is the Few classifier vectors' mean length over the Many "
+        "ones': near 0, the Few logits stay small whatever their angle. "
+        f"Source: `{shown(path)}` (`{UFM_STUDY} --class-grid`).",
         ufm_table({class_grid_label(k, variants): variants for k, variants in study["classes"].items()},
-                  "K (simplex cos; steps, seeds)", UFM_CLASS_KEYS),
+                  "K (simplex cos; steps, seeds)", UFM_CLASS_KEYS, drift_key="few_cos_classifier"),
     ]
 
 
