@@ -8,11 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 
 
-def run_bench(name: str, *args, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m bench.<name> ARGS`; fails the test with the output when it exits non-zero."""
+def run_bench(name: str, *args, timeout: float = 600, status: int = 0) -> subprocess.CompletedProcess:
+    """`python -m bench.<name> ARGS`; fails the test with the output when it exits with another status."""
     proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == status, proc.stdout + proc.stderr
     return proc
 
 

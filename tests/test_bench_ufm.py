@@ -2,12 +2,10 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
-from tests.bench_run import ROOT, run_bench
+from tests.bench_run import run_bench
 
 SMOKE_RATIOS = ("1", "100")
 VARIANTS = ("CE", "AllNC", "AllNC without gap", "AllNC-paper", "P2P only", "HyCon only")
@@ -79,7 +77,6 @@ def test_the_class_grid_records_each_cell_at_two_checkpoints(tmp_path):
 
 
 def test_a_class_count_without_its_own_steps_needs_steps(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.ufm_study", "--class-grid", "--classes", "50",
-                           "--out", tmp_path / "grid.json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--classes 50" in proc.stderr and "give --steps" in proc.stderr
+    proc = run_bench("ufm_study", "--class-grid", "--classes", "50", "--out", tmp_path / "grid.json", status=2)
+    assert "--classes 50" in proc.stderr and "give --steps" in proc.stderr
     assert not (tmp_path / "grid.json").exists()
